@@ -1,0 +1,230 @@
+"""The `zoo` command line: thin Typer commands that parse options and call zoo's functions."""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zoo.errors import ZooError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="zoo: train, evaluate and compare small-image vision models.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    onecycle = "onecycle"
+    none = "none"
+
+
+class AmpDtype(str, Enum):
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class TaskName(str, Enum):
+    classification = "classification"
+    segmentation = "segmentation"
+
+
+def user_errors(command):
+    """Print a ZooError as one sentence on stderr and exit 1, instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ZooError as error:
+            err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def train(
+    model: Annotated[
+        str, typer.Argument(help="Registry name, e.g. baseline-cnn (see `zoo list`).")
+    ],
+    dataset: Annotated[str | None, typer.Option(help="Dataset name; default: the model's.")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = Optimizer.adam,
+    schedule: Annotated[
+        Schedule, typer.Option(help="Learning-rate schedule, per step.")
+    ] = Schedule.cosine,
+    seed: Annotated[int, typer.Option(help="Seed for init, shuffling and augmentation.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[
+        bool, typer.Option(help="Mixed precision (CUDA, or CPU with native bf16).")
+    ] = False,
+    amp_dtype: Annotated[AmpDtype, typer.Option(help="Autocast dtype.")] = AmpDtype.float16,
+    channels_last: Annotated[bool, typer.Option(help="NHWC memory format.")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    augment: Annotated[bool, typer.Option(help="Random crop + flip on training batches.")] = True,
+    limit_train: Annotated[
+        int | None, typer.Option(help="Train on the first N images only.")
+    ] = None,
+    label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing.")] = 0.0,
+    data_dir: Annotated[Path | None, typer.Option(help="Data root (default: $ZOO_DATA).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where run folders go.")] = Path("results"),
+):
+    """Train MODEL and write its run record: config, history, metrics, figures, checkpoints."""
+    from zoo.config import TrainConfig
+    from zoo.train import fit
+
+    config = TrainConfig(
+        model=model,
+        dataset=dataset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        optimizer=optimizer.value,
+        schedule=schedule.value,
+        seed=seed,
+        device=device,
+        amp=amp,
+        amp_dtype=amp_dtype.value,
+        channels_last=channels_last,
+        compile=compile,
+        augment=augment,
+        limit_train=limit_train,
+        label_smoothing=label_smoothing,
+        data_dir=str(data_dir) if data_dir else None,
+        out=str(out_dir),
+    )
+    result = fit(config, console=err)
+    if result.status != "completed":
+        err.print(f"[red]{result.message}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(130 if result.status == "interrupted" else 1)
+    print_metrics(result.metrics)
+    out.print(f"Run record: {result.run_dir}")
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")],
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    device: Annotated[str | None, typer.Option(help="Default: the run's device setting.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data root (default: $ZOO_DATA).")] = None,
+):
+    """Evaluate a run's checkpoint on val and test; rewrite metrics.json and the figures."""
+    from zoo.train import evaluate_run, resolve_device
+
+    if checkpoint not in ("best", "last"):
+        raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
+    record = evaluate_run(
+        run_dir,
+        checkpoint=f"{checkpoint}.safetensors",
+        device=resolve_device(device) if device else None,
+        data_dir=str(data_dir) if data_dir else None,
+        console=err,
+    )
+    print_metrics(record)
+
+
+@app.command("list")
+@user_errors
+def list_(
+    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. '*cnn*'.")] = "*",
+    task: Annotated[TaskName | None, typer.Option(help="Only this task.")] = None,
+):
+    """List the registered models."""
+    import torch
+
+    from zoo.registry import create_model, get_model_entry, list_models
+
+    table = Table("name", "task", "default dataset", "parameters", "description")
+    for name in list_models(pattern, task.value if task else None):
+        entry = get_model_entry(name)
+        with torch.device("meta"):  # shapes only: no memory, no init time
+            count = sum(p.numel() for p in create_model(name).parameters())
+        table.add_row(name, entry.task, entry.dataset, f"{count:,}", entry.description)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def datasets():
+    """List the registered datasets."""
+    from zoo.data import get_dataset_info, list_datasets
+
+    table = Table("name", "task", "classes", "input", "description")
+    for name in list_datasets():
+        info = get_dataset_info(name)
+        size = f"{info.in_chans}x{info.image_size[0]}x{info.image_size[1]}"
+        table.add_row(name, info.task, str(info.num_classes), size, info.description)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def summary(
+    model: Annotated[str, typer.Argument(help="Registry name (see `zoo list`).")],
+    batch_size: Annotated[int, typer.Option(help="Batch size of the summary's input.")] = 1,
+    input_size: Annotated[
+        int | None, typer.Option(help="Square input side; default: the dataset's.")
+    ] = None,
+    depth: Annotated[int, typer.Option(help="Nesting depth of the layer table.")] = 3,
+):
+    """Layer table with output shapes, parameter counts and memory sizes (torchinfo)."""
+    import torchinfo
+
+    from zoo.data import get_dataset_info
+    from zoo.registry import create_model, get_model_entry
+
+    info = get_dataset_info(get_model_entry(model).dataset)
+    height, width = (input_size, input_size) if input_size else info.image_size
+    stats = torchinfo.summary(
+        create_model(model),
+        input_size=(batch_size, info.in_chans, height, width),
+        col_names=("output_size", "num_params"),
+        depth=depth,
+        verbose=0,
+    )
+    out.print(str(stats), highlight=False)
+
+
+def print_metrics(record: dict) -> None:
+    """Per-class table (val and test) plus the overall figures of a run."""
+    names = record["class_names"]
+    table = Table(
+        title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint', '')})"
+    )
+    table.add_column("class")
+    for split in ("val", "test"):
+        table.add_column(f"{split} acc", justify="right")
+        table.add_column(f"{split} AP", justify="right")
+    for name in names:
+        cells = [
+            f"{record[s]['per_class'][name][m]:.3f}"
+            for s in ("val", "test")
+            for m in ("accuracy", "ap")
+        ]
+        table.add_row(name, *cells)
+    table.add_section()
+    overall = [f"{record[s][m]:.4f}" for s in ("val", "test") for m in ("accuracy", "mean_ap")]
+    table.add_row("[bold]overall", *overall)
+    out.print(table)

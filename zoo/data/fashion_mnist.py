@@ -1,0 +1,130 @@
+"""Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017): 70,000 28x28 grey images of 10 kinds of clothing.
+
+Expected layout: `<data root>/fashion-mnist/` holding the four official gzipped IDX files. Missing
+files are downloaded from the official mirror; every file is checked against its official MD5.
+"""
+
+from __future__ import annotations
+
+import gzip
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoo.data.base import DatasetInfo, Split, md5sum, register_dataset
+from zoo.data.download import download
+from zoo.errors import ZooError
+
+FOLDER = "fashion-mnist"
+MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FILES = {  # name -> official MD5 of the .gz file
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+IDX_MAGIC = {2049: 1, 2051: 3}  # magic number -> number of dimensions (labels, images)
+
+INFO = DatasetInfo(
+    name="fashion-mnist",
+    task="classification",
+    class_names=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    in_chans=1,
+    image_size=(28, 28),
+    mean=(0.2860,),
+    std=(0.3530,),
+    description="Zalando's 28x28 grey clothing photos, 10 classes, 60k train + 10k test.",
+)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a gzipped IDX file into a uint8 array, checking its magic number and length."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as error:
+        raise ZooError(
+            f"{path} is not a readable gzip file ({error}); delete it and retry."
+        ) from None
+    if len(data) < 8:
+        raise ZooError(f"{path} is too short to be an IDX file; delete it and retry.")
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in IDX_MAGIC:
+        raise ZooError(
+            f"{path} has magic number {magic}, not an IDX label (2049) or image (2051) file."
+        )
+    ndim = IDX_MAGIC[magic]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise ZooError(
+            f"{path} holds {len(data)} bytes but its header {shape} needs {expected}; "
+            "the file is truncated or damaged, delete it and retry."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def ensure_files(folder: Path, download_missing: bool) -> None:
+    """Download missing files, then check every file's MD5; raise ZooError naming the culprit."""
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing and download_missing:
+        try:
+            for name in missing:
+                download(MIRROR + name, folder / name, FILES[name])
+            missing = []
+        except (OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise ZooError(
+                f"Fashion-MNIST files {', '.join(missing)} are missing from {folder} and could not "
+                f"be downloaded from {MIRROR} ({reason}); copy them there, or point ZOO_DATA or "
+                f"--data-dir at a folder whose {FOLDER}/ subfolder holds them."
+            ) from None
+    if missing:
+        raise ZooError(
+            f"Fashion-MNIST files {', '.join(missing)} are missing from {folder}; copy them there, "
+            f"or point ZOO_DATA or --data-dir at a folder whose {FOLDER}/ subfolder holds them."
+        )
+    for name, expected in FILES.items():
+        actual = md5sum(folder / name)
+        if actual != expected:
+            raise ZooError(
+                f"{folder / name} has MD5 {actual}, expected {expected}: the file is damaged or "
+                "not the official one; delete it to download it again, or replace it."
+            )
+
+
+@register_dataset(INFO)
+def load(root: Path, download: bool = True) -> dict[str, Split]:
+    folder = root / FOLDER
+    try:
+        ensure_files(folder, download)
+    except urllib.error.URLError as error:  # pragma: no cover - download() raises OSError first
+        raise ZooError(f"Could not download Fashion-MNIST into {folder}: {error.reason}.") from None
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ZooError(
+                f"{folder / f'{prefix}-images-idx3-ubyte.gz'} and its labels file do not match "
+                f"(images {images.shape}, labels {labels.shape}); replace them with the official files."
+            )
+        if labels.max(initial=0) >= INFO.num_classes:
+            raise ZooError(f"{folder / f'{prefix}-labels-idx1-ubyte.gz'} has labels above 9.")
+        images_tensor = torch.from_numpy(images.copy()).unsqueeze(1)  # (N, 1, 28, 28) uint8
+        splits[split] = Split(images_tensor, torch.from_numpy(labels.astype(np.int64)))
+    return splits

@@ -1,0 +1,27 @@
+"""Batch-level augmentation on uint8 tensors: a whole batch in a few tensor ops, no per-sample loop."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop_flip(padding: int = 2, flip: bool = True):
+    """Random crop with zero padding (as torchvision's RandomCrop) plus random horizontal flip."""
+
+    def transform(images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None):
+        n, _, h, w = images.shape
+        if padding:
+            padded = F.pad(images, (padding, padding, padding, padding))
+            top = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=generator)
+            left = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=generator)
+            rows = (top + torch.arange(h).view(1, h, 1)).expand(n, h, w)
+            cols = (left + torch.arange(w).view(1, 1, w)).expand(n, h, w)
+            batch = torch.arange(n).view(n, 1, 1).expand(n, h, w)
+            images = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+        if flip:
+            flipped = torch.rand(n, generator=generator) < 0.5
+            images = torch.where(flipped.view(n, 1, 1, 1), images.flip(3), images)
+        return images.contiguous(), targets
+
+    return transform

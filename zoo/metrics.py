@@ -1,0 +1,34 @@
+"""What zoo reports, as a thin layer over torchmetrics, keeping class names all the way to the table."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_average_precision,
+    multiclass_confusion_matrix,
+)
+
+
+def classification_metrics(
+    probs: torch.Tensor, targets: torch.Tensor, class_names: tuple[str, ...]
+) -> dict:
+    """Accuracy, per-class accuracy, per-class AP (one-vs-rest, exact) and the confusion matrix.
+
+    `probs` is (N, C) softmax scores, `targets` (N,) class ids.
+    """
+    num_classes = len(class_names)
+    probs, targets = probs.float().cpu(), targets.long().cpu()
+    per_class_accuracy = multiclass_accuracy(probs, targets, num_classes, average="none")
+    per_class_ap = multiclass_average_precision(probs, targets, num_classes, average="none")
+    confusion = multiclass_confusion_matrix(probs, targets, num_classes)
+    return {
+        "num_samples": len(targets),
+        "accuracy": multiclass_accuracy(probs, targets, num_classes, average="micro").item(),
+        "mean_ap": per_class_ap.nanmean().item(),
+        "per_class": {
+            name: {"accuracy": acc.item(), "ap": ap.item()}
+            for name, acc, ap in zip(class_names, per_class_accuracy, per_class_ap, strict=True)
+        },
+        "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
+    }

@@ -1,0 +1,3 @@
+"""Model families: importing a family module registers its entries."""
+
+from zoo.models import cnn  # noqa: F401  (registers baseline-cnn, wide-leaky-cnn)

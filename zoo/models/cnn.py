@@ -1,0 +1,88 @@
+"""Small from-scratch classifiers for 28x28 images, after the CS194-26 Fashion-MNIST project.
+
+`baseline-cnn` is the two-block network every reference report starts from; `wide-leaky-cnn` is the
+improved variant they move to (more channels, LeakyReLU), plus batch norm and dropout.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from zoo.registry import register_model
+
+
+def conv_block(
+    in_chans: int, out_chans: int, activation: type[nn.Module], norm: bool
+) -> nn.Sequential:
+    """3x3 conv (same padding) -> [batch norm] -> activation -> 2x2 max-pool."""
+    layers: list[nn.Module] = [nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(out_chans))
+    layers += [activation(), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers)
+
+
+class SmallCNN(nn.Module):
+    """Conv blocks, then FC -> activation -> [dropout] -> FC to the classes.
+
+    The classifier's input width is inferred at the first call (nn.LazyLinear would do it too, but
+    then parameter counts and summaries need a forward pass first), so any input size works as long
+    as it survives the pooling; `input_size` fixes the width for the default 28x28.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        channels: tuple[int, ...] = (32, 32),
+        hidden: int = 128,
+        activation: type[nn.Module] = nn.ReLU,
+        norm: bool = False,
+        dropout: float = 0.0,
+        input_size: int = 28,
+    ):
+        super().__init__()
+        widths = (in_chans, *channels)
+        self.features = nn.Sequential(
+            *(conv_block(a, b, activation, norm) for a, b in zip(widths, widths[1:], strict=False))
+        )
+        side = input_size // 2 ** len(channels)
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(side),  # a no-op at the default input size
+            nn.Flatten(),
+            nn.Linear(channels[-1] * side * side, hidden),
+            activation(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@register_model(
+    "baseline-cnn",
+    task="classification",
+    dataset="fashion-mnist",
+    description="The reports' net: 2x (3x3 conv 32, ReLU, max-pool), FC 128, FC.",
+)
+def baseline_cnn(num_classes: int = 10, in_chans: int = 1, **kwargs) -> SmallCNN:
+    return SmallCNN(num_classes, in_chans, channels=(32, 32), hidden=128, **kwargs)
+
+
+@register_model(
+    "wide-leaky-cnn",
+    task="classification",
+    dataset="fashion-mnist",
+    description="Wider (64/128) with LeakyReLU, batch norm and dropout; beats baseline-cnn.",
+)
+def wide_leaky_cnn(num_classes: int = 10, in_chans: int = 1, **kwargs) -> SmallCNN:
+    args = dict(channels=(64, 128), hidden=256, activation=LeakyReLU, norm=True, dropout=0.3)
+    return SmallCNN(num_classes, in_chans, **{**args, **kwargs})
+
+
+class LeakyReLU(nn.LeakyReLU):
+    """LeakyReLU with slope 0.1 (the default 0.01 is nearly a ReLU)."""
+
+    def __init__(self):
+        super().__init__(0.1)

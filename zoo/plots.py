@@ -1,0 +1,176 @@
+"""Every figure zoo draws: each a small function taking arrays and returning a matplotlib Figure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write a PNG atomically and release the figure's memory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def plot_curves(history: list[dict], metric: str = "accuracy") -> Figure:
+    """Train-vs-val loss and `metric` per epoch."""
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key in zip(axes, ("loss", metric), strict=True):
+        ax.plot(epochs, [row[f"train_{key}"] for row in history], "o-", label="train", ms=3)
+        ax.plot(epochs, [row[f"val_{key}"] for row in history], "o-", label="val", ms=3)
+        ax.set(xlabel="epoch", ylabel=key, title=f"{key}: train vs val")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(values: dict[str, dict[str, float]], ylabel: str) -> Figure:
+    """Grouped bars: `values[split][class_name]`, one bar group per class, one colour per split."""
+    splits = list(values)
+    names = list(values[splits[0]])
+    x = np.arange(len(names))
+    width = 0.8 / len(splits)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 3.8))
+    for i, split in enumerate(splits):
+        heights = [values[split][n] for n in names]
+        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, heights, width, label=split)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set(ylabel=ylabel, ylim=(0, 1.08), title=f"per-class {ylabel}")
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: list[list[int]], class_names: list[str], title: str) -> Figure:
+    """Row-normalised confusion matrix (rows: true class) annotated with counts."""
+    counts = np.asarray(matrix)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.6 + 0.6 * n))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            color = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
+    fig.tight_layout()
+    return fig
+
+
+def plot_filters(weight: torch.Tensor) -> Figure:
+    """First-layer conv filters (out, in, k, k): grey per filter, or RGB when in == 3."""
+    weight = weight.detach().float().cpu()
+    count = weight.shape[0]
+    cols = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= count:
+            continue
+        w = weight[i]
+        w = (w - w.min()) / (w.max() - w.min() + 1e-8)  # each filter on its own scale
+        if w.shape[0] == 3:
+            ax.imshow(w.permute(1, 2, 0).numpy())
+        else:
+            ax.imshow(w.mean(0).numpy(), cmap="gray")
+    fig.suptitle(f"first conv layer: {count} learned {weight.shape[-2]}x{weight.shape[-1]} filters")
+    fig.tight_layout()
+    return fig
+
+
+def plot_examples(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    predictions: torch.Tensor,
+    class_names: list[str],
+    per_class: int = 4,
+) -> Figure:
+    """One row per class: `per_class` correctly classified images, then as many misclassified ones
+    (images whose true class is the row's), titled with the predicted class."""
+    n = len(class_names)
+    cols = 2 * per_class
+    fig, axes = plt.subplots(n, cols, figsize=(cols * 1.15, n * 1.3), squeeze=False)
+    for c, name in enumerate(class_names):
+        of_class = targets == c
+        correct = torch.nonzero(of_class & (predictions == c)).flatten()[:per_class]
+        wrong = torch.nonzero(of_class & (predictions != c)).flatten()[:per_class]
+        for j, ax in enumerate(axes[c]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            chosen = correct if j < per_class else wrong
+            k = j % per_class
+            if k >= len(chosen):
+                ax.axis("off")
+                continue
+            index = chosen[k].item()
+            image = images[index].permute(1, 2, 0).numpy()
+            ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
+            ok = j < per_class
+            ax.set_title(
+                f"pred: {class_names[predictions[index]]}",
+                fontsize=6,
+                color="green" if ok else "red",
+            )
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.suptitle("test examples per true class: correct (left) | incorrect (right)")
+    fig.tight_layout()
+    return fig
+
+
+def first_conv_weight(model: torch.nn.Module) -> torch.Tensor | None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return module.weight
+    return None
+
+
+def save_classification_figures(
+    folder: Path, history: list[dict], record: dict, model, test_split, test_probs, info
+) -> list[Path]:
+    """The figures of a classification run; returns the files written."""
+    names = list(info.class_names)
+    figures = {
+        "per_class_accuracy.png": plot_per_class(
+            {s: {n: record[s]["per_class"][n]["accuracy"] for n in names} for s in ("val", "test")},
+            "accuracy",
+        ),
+        "per_class_ap.png": plot_per_class(
+            {s: {n: record[s]["per_class"][n]["ap"] for n in names} for s in ("val", "test")},
+            "average precision",
+        ),
+        "confusion_matrix.png": plot_confusion(
+            record["test"]["confusion_matrix"], names, "test confusion matrix"
+        ),
+        "examples.png": plot_examples(
+            test_split.images, test_split.targets, test_probs.argmax(1), names
+        ),
+    }
+    if history:
+        figures["curves.png"] = plot_curves(history)
+    weight = first_conv_weight(model)
+    if weight is not None:
+        figures["filters.png"] = plot_filters(weight)
+    for filename, fig in figures.items():
+        save_figure(fig, folder / filename)
+    return [folder / filename for filename in figures]

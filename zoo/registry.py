@@ -1,0 +1,117 @@
+"""Name -> factory registries for models and datasets, in the style of torchvision's `_api.py`.
+
+Importing a family module (`zoo.models.cnn`, `zoo.data.fashion_mnist`, ...) registers its entries.
+`zoo/__init__.py` imports them all, so `zoo.create_model("baseline-cnn")` just works.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from zoo.errors import UnknownNameError
+
+Task = Literal["classification", "segmentation"]
+TASKS: tuple[Task, ...] = ("classification", "segmentation")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    task: Task
+    dataset: str  # default dataset (models) or "" (datasets)
+    description: str  # one line, shown by `zoo list`
+    factory: Callable[..., Any]
+    info: Any = None  # datasets: their DatasetInfo
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+class Registry:
+    """One dict of entries plus the lookups every registry needs."""
+
+    def __init__(self, kind: str, list_command: str):
+        self.kind = kind  # "model" or "dataset", used in messages
+        self.list_command = list_command  # what to type to see the names
+        self.entries: dict[str, Entry] = {}
+        # Prefix resolvers build entries on demand for names like "timm/resnet18".
+        self.prefixes: dict[str, Callable[[str], Entry]] = {}
+
+    def register(
+        self, name: str, *, task: Task, dataset: str = "", description: str = "", info: Any = None
+    ):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+        def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self.entries:
+                raise ValueError(f"A {self.kind} named {name!r} is already registered.")
+            self.entries[name] = Entry(name, task, dataset, description, factory, info)
+            return factory
+
+        return wrap
+
+    def register_prefix(self, prefix: str, resolver: Callable[[str], Entry]) -> None:
+        if prefix in self.prefixes:
+            raise ValueError(f"The {self.kind} prefix {prefix!r} is already registered.")
+        self.prefixes[prefix] = resolver
+
+    def names(self, pattern: str | list[str] = "*", task: Task | None = None) -> list[str]:
+        patterns = [pattern] if isinstance(pattern, str) else pattern
+        found = {
+            name
+            for name, entry in self.entries.items()
+            if (task is None or entry.task == task)
+            and any(fnmatch.fnmatch(name, p) for p in patterns)
+        }
+        return sorted(found, key=_natural_key)
+
+    def get(self, name: str) -> Entry:
+        if name in self.entries:
+            return self.entries[name]
+        prefix, sep, _ = name.partition("/")
+        if sep and prefix in self.prefixes:
+            return self.prefixes[prefix](name)
+        raise self.unknown(name)
+
+    def unknown(self, name: str, candidates: list[str] | None = None) -> UnknownNameError:
+        candidates = list(self.entries) if candidates is None else candidates
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return UnknownNameError(
+            f"Unknown {self.kind} {name!r}.{hint} Run `{self.list_command}` to see them all."
+        )
+
+
+MODELS = Registry("model", "zoo list")
+DATASETS = Registry("dataset", "zoo datasets")
+
+
+def register_model(name: str, *, task: Task, dataset: str, description: str):
+    """Decorator: register `factory(num_classes, in_chans, **kwargs) -> nn.Module` under `name`."""
+    return MODELS.register(name, task=task, dataset=dataset, description=description)
+
+
+def list_models(pattern: str | list[str] = "*", task: Task | None = None) -> list[str]:
+    """Registered model names matching shell-style `pattern`(s), naturally sorted."""
+    return MODELS.names(pattern, task)
+
+
+def get_model_entry(name: str) -> Entry:
+    return MODELS.get(name)
+
+
+def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs):
+    """Build model `name`; `num_classes` and `in_chans` default to its default dataset's."""
+    entry = MODELS.get(name)
+    if num_classes is None or in_chans is None:
+        info = DATASETS.get(entry.dataset).info
+        num_classes = info.num_classes if num_classes is None else num_classes
+        in_chans = info.in_chans if in_chans is None else in_chans
+    return entry.factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
