@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+DATA_DIR_HELP = "Data root; default: $ZOO_DATA, else ~/.cache/zoo/data."
 
 
 class Optimizer(str, Enum):
@@ -81,12 +82,15 @@ def train(
     amp_dtype: Annotated[AmpDtype, typer.Option(help="Autocast dtype.")] = AmpDtype.float16,
     channels_last: Annotated[bool, typer.Option(help="NHWC memory format.")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    augment: Annotated[bool, typer.Option(help="Random crop + flip on training batches.")] = True,
+    augment: Annotated[bool, typer.Option(help="Random crop + flip on training batches.")] = False,
     limit_train: Annotated[
-        int | None, typer.Option(help="Train on the first N images only.")
+        int | None, typer.Option(help="Train on N images of the (shuffled) training split only.")
     ] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of train held out for val.")] = 0.1,
+    split_seed: Annotated[int, typer.Option(help="Seed of the val split (not of training).")] = 0,
+    eval_batch_size: Annotated[int, typer.Option(help="Images per evaluation batch.")] = 1024,
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing.")] = 0.0,
-    data_dir: Annotated[Path | None, typer.Option(help="Data root (default: $ZOO_DATA).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where run folders go.")] = Path("results"),
 ):
     """Train MODEL and write its run record: config, history, metrics, figures, checkpoints."""
@@ -110,6 +114,9 @@ def train(
         compile=compile,
         augment=augment,
         limit_train=limit_train,
+        val_fraction=val_fraction,
+        split_seed=split_seed,
+        eval_batch_size=eval_batch_size,
         label_smoothing=label_smoothing,
         data_dir=str(data_dir) if data_dir else None,
         out=str(out_dir),
@@ -128,7 +135,7 @@ def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")],
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     device: Annotated[str | None, typer.Option(help="Default: the run's device setting.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data root (default: $ZOO_DATA).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
 ):
     """Evaluate a run's checkpoint on val and test; rewrite metrics.json and the figures."""
     from zoo.train import evaluate_run, resolve_device
@@ -148,7 +155,9 @@ def eval_(
 @app.command("list")
 @user_errors
 def list_(
-    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. '*cnn*'.")] = "*",
+    pattern: Annotated[
+        str, typer.Argument(help="Shell-style filter, e.g. 'unet*'; plain words match anywhere.")
+    ] = "*",
     task: Annotated[TaskName | None, typer.Option(help="Only this task.")] = None,
 ):
     """List the registered models."""
@@ -156,6 +165,8 @@ def list_(
 
     from zoo.registry import create_model, get_model_entry, list_models
 
+    if not any(char in pattern for char in "*?["):
+        pattern = f"*{pattern}*"
     table = Table("name", "task", "default dataset", "parameters", "description")
     for name in list_models(pattern, task.value if task else None):
         entry = get_model_entry(name)

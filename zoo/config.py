@@ -27,7 +27,7 @@ class TrainConfig:
     amp_dtype: str = "float16"  # float16 (with GradScaler) | bfloat16
     channels_last: bool = True  # NHWC memory format: ~2.5x faster conv training on CPU
     compile: bool = False  # torch.compile the model
-    augment: bool = True  # random crop (padding 2) + horizontal flip on training batches
+    augment: bool = False  # random crop (padding 2) + horizontal flip on training batches
     val_fraction: float = 0.1  # share of train held out for model selection
     split_seed: int = 0  # seeds the validation split only, so all runs share it
     limit_train: int | None = None  # use only the first N training images (quick runs)

@@ -1,6 +1,8 @@
-"""What zoo reports, as a thin layer over torchmetrics, keeping class names all the way to the table."""
+"""What zoo reports, as a thin layer over torchmetrics, keeping class names up to the table."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torchmetrics.functional.classification import (
@@ -8,6 +10,11 @@ from torchmetrics.functional.classification import (
     multiclass_average_precision,
     multiclass_confusion_matrix,
 )
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined score (e.g. AP of a class absent from the split) is null."""
+    return value if math.isfinite(value) else None
 
 
 def classification_metrics(
@@ -25,9 +32,9 @@ def classification_metrics(
     return {
         "num_samples": len(targets),
         "accuracy": multiclass_accuracy(probs, targets, num_classes, average="micro").item(),
-        "mean_ap": per_class_ap.nanmean().item(),
+        "mean_ap": finite_or_none(per_class_ap.nanmean().item()),
         "per_class": {
-            name: {"accuracy": acc.item(), "ap": ap.item()}
+            name: {"accuracy": acc.item(), "ap": finite_or_none(ap.item())}
             for name, acc, ap in zip(class_names, per_class_accuracy, per_class_ap, strict=True)
         },
         "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted

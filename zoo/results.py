@@ -18,7 +18,6 @@ import io
 import json
 import os
 import platform
-import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,7 +137,6 @@ def environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "hostname": socket.gethostname(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

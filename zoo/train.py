@@ -1,4 +1,4 @@
-"""Training and evaluation as plain functions: `fit(config)` trains one model and writes its run record.
+"""Training and evaluation as plain functions: `fit(config)` trains a model, writes its run record.
 
 fit  ->  train_one_epoch (per epoch)  ->  evaluate (val, per epoch)  ->  final val + test metrics
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from zoo.config import TrainConfig
 from zoo.data.base import DatasetInfo, Split, iterate_batches, load_dataset, num_batches
 from zoo.data.transforms import random_crop_flip
 from zoo.errors import ZooError
-from zoo.metrics import classification_metrics
 from zoo.registry import create_model, get_model_entry
 
 LOG_EVERY = 25  # steps between host syncs (progress update + finiteness check)
@@ -139,48 +139,83 @@ def autocast(device: torch.device, precision: Precision):
     return torch.autocast(device.type, dtype=precision.autocast_dtype)
 
 
-def train_one_epoch(
-    model, batches, optimizer, scheduler, scaler, device, precision, config, *, epoch, on_log, stop
-) -> dict:
-    """One pass over `batches`; returns loss, accuracy, images and seconds of the epoch.
+@dataclass
+class Trainer:
+    """Everything an optimisation step needs, built once by `make_trainer`."""
+
+    model: torch.nn.Module  # the module whose weights are checkpointed
+    step_model: torch.nn.Module  # `model`, or its torch.compile wrapper, which runs the steps
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    precision: Precision
+    label_smoothing: float = 0.0
+
+
+def make_trainer(
+    config: TrainConfig, model, device: torch.device, precision: Precision, steps_per_epoch: int
+) -> Trainer:
+    optimizer = build_optimizer(config, model)
+    use_scaler = device.type == "cuda" and precision.autocast_dtype == torch.float16
+    return Trainer(
+        model=model,
+        step_model=torch.compile(model) if config.compile else model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(config, optimizer, config.epochs * steps_per_epoch),
+        scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
+        device=device,
+        precision=precision,
+        label_smoothing=config.label_smoothing,
+    )
+
+
+def train_one_epoch(trainer: Trainer, batches, *, epoch: int = 1, on_log=None, stop=None) -> dict:
+    """One pass over `batches`; returns the epoch's loss, accuracy, images and seconds.
 
     Losses stay on the device and are checked every LOG_EVERY steps, so a GPU is not synced
-    after each step; a NaN or inf names the first step where it appeared.
+    after each step; a NaN or inf names the first step where it appeared. `stop.requested`
+    (see StopOnInterrupt) ends the epoch between two steps by raising Interrupted.
     """
+    model, device = trainer.step_model, trainer.device
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     pending: list[torch.Tensor] = []  # per-step losses since the last check
-    images_seen = targets_seen = 0
+    images_seen = targets_seen = step = 0
     start = time.perf_counter()
     for step, (images, targets) in enumerate(batches, start=1):
-        with autocast(device, precision):
+        with autocast(device, trainer.precision):
             logits = model(images)
-        loss = compute_loss(logits, targets, config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if scheduler is not None:
-            scheduler.step()
+        loss = compute_loss(logits, targets, trainer.label_smoothing)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.scaler.scale(loss).backward()
+        trainer.scaler.step(trainer.optimizer)
+        trainer.scaler.update()
+        if trainer.scheduler is not None:
+            trainer.scheduler.step()
         loss_sum += loss.detach() * len(images)
         correct += (logits.detach().argmax(1) == targets).sum()
         pending.append(loss.detach())
         images_seen += len(images)
         targets_seen += targets.numel()
-        if step % LOG_EVERY == 0 or stop.requested:
+        stopping = stop is not None and stop.requested
+        if step % LOG_EVERY == 0 or stopping:
             check_finite(pending, epoch, step)
             pending.clear()
-            on_log(step, loss_sum.item() / images_seen, correct.item() / targets_seen, images_seen)
-        if stop.requested:
+            if on_log is not None:
+                on_log(
+                    step, loss_sum.item() / images_seen, correct.item() / targets_seen, images_seen
+                )
+        if stopping:
             raise Interrupted(f"epoch {epoch}, step {step}")
     check_finite(pending, epoch, step)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     return {
-        "loss": loss_sum.item() / images_seen,
-        "accuracy": correct.item() / targets_seen,
+        "loss": loss_sum.item() / max(images_seen, 1),
+        "accuracy": correct.item() / max(targets_seen, 1),
         "images": images_seen,
         "seconds": seconds,
     }
@@ -228,18 +263,26 @@ def make_progress(console: Console) -> Progress:
     )
 
 
+def build_model(config: TrainConfig, info: DatasetInfo, device: torch.device) -> torch.nn.Module:
+    model = create_model(config.model, num_classes=info.num_classes, in_chans=info.in_chans)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    return model.to(device, memory_format=memory_format)
+
+
 def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
     """Train `config.model`, keep the best (by val accuracy) and last checkpoints, evaluate the
-    best one on val and test, and write the run record and figures. Never raises on Ctrl-C or
-    divergence: the result's status says what happened and the record on disk says the same."""
+    best one on val and test, and write the run record and figures.
+
+    Ctrl-C and a diverging loss do not raise: the result's status says what happened, and the
+    record on disk says the same, with the checkpoints of the last good state kept.
+    """
     console = console or Console(stderr=True)
     entry = get_model_entry(config.model)
     config.dataset = config.dataset or entry.dataset
     device = resolve_device(config.device)
     precision = resolve_precision(device, config.amp, config.amp_dtype)
     if precision.warning:
-        console.print(f"[yellow]Warning:[/yellow] {precision.warning}")
-
+        console.print(f"[yellow]Warning:[/yellow] {precision.warning}", highlight=False)
     data = load_dataset(
         config.dataset,
         config.data_dir,
@@ -247,24 +290,15 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
         split_seed=config.split_seed,
         limit_train=config.limit_train,
     )
-    info = data.info
-    if info.task != entry.task:
+    if data.info.task != entry.task:
         raise ZooError(
-            f"{config.model} is a {entry.task} model but {config.dataset} is a {info.task} dataset; "
-            f"pick a {entry.task} dataset (`zoo datasets`)."
+            f"{config.model} is a {entry.task} model but {config.dataset} is a {data.info.task} "
+            f"dataset; pick a {entry.task} dataset (`zoo datasets`)."
         )
     torch.manual_seed(config.seed)
-    model = create_model(config.model, num_classes=info.num_classes, in_chans=info.in_chans)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    train_model = torch.compile(model) if config.compile else model
-    optimizer = build_optimizer(config, model)
+    model = build_model(config, data.info, device)
     steps_per_epoch = num_batches(data.train, config.batch_size)
-    scheduler = build_scheduler(config, optimizer, config.epochs * steps_per_epoch)
-    use_scaler = device.type == "cuda" and precision.autocast_dtype == torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    generator = torch.Generator().manual_seed(config.seed)
-    transform = random_crop_flip() if config.augment else None
+    trainer = make_trainer(config, model, device, precision, steps_per_epoch)
 
     run_dir = results.new_run_dir(config.out, config.dataset, config.model)
     env = results.environment(device)
@@ -276,7 +310,7 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
         "schema_version": results.SCHEMA_VERSION,
         "model": config.model,
         "dataset": config.dataset,
-        "task": info.task,
+        "task": data.info.task,
         "precision": precision.label,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "status": "running",
@@ -286,78 +320,21 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
     }
     results.write_json(run_dir / results.METRICS, record)
     console.print(
-        f"Training [bold]{config.model}[/bold] on {config.dataset} "
-        f"({len(data.train)} train / {len(data.val)} val / {len(data.test)} test) "
-        f"on {env['device_name']} ({device}), {precision.label} -> {run_dir}"
+        f"Training [bold]{config.model}[/bold] on {config.dataset} ({len(data.train)} train / "
+        f"{len(data.val)} val / {len(data.test)} test) on {env['device_name']} ({device}), "
+        f"{precision.label} -> {run_dir}",
+        highlight=False,
     )
 
     history: list[dict] = []
-    best_accuracy = -math.inf
-    status, message = "completed", ""
-    checkpoint_meta = {"model": config.model, "dataset": config.dataset}
-    checkpoint_meta |= {"num_classes": str(info.num_classes), "in_chans": str(info.in_chans)}
-    with StopOnInterrupt() as stop, make_progress(console) as progress:
+    with StopOnInterrupt() as stop:
         try:
-            for epoch in range(1, config.epochs + 1):
-                task = progress.add_task(
-                    f"epoch {epoch}/{config.epochs}", total=steps_per_epoch, stats=""
-                )
-
-                def on_log(step, loss, accuracy, images, task=task, started=time.perf_counter()):
-                    rate = images / (time.perf_counter() - started)
-                    stats = f"loss {loss:.4f}  acc {accuracy:.4f}  {rate:,.0f} img/s"
-                    progress.update(task, completed=step, stats=stats)
-
-                batches = iterate_batches(
-                    data.train,
-                    info,
-                    config.batch_size,
-                    device=device,
-                    shuffle=True,
-                    generator=generator,
-                    transform=transform,
-                    channels_last=config.channels_last,
-                )
-                lr = optimizer.param_groups[0]["lr"]
-                train = train_one_epoch(
-                    train_model, batches, optimizer, scheduler, scaler, device, precision, config,
-                    epoch=epoch, on_log=on_log, stop=stop,
-                )  # fmt: skip
-                progress.remove_task(task)
-                val_probs, val_targets, val_loss = predict(
-                    train_model, data.val, info, device, precision, config.eval_batch_size,
-                    config.channels_last,
-                )  # fmt: skip
-                val_accuracy = (val_probs.argmax(1) == val_targets).float().mean().item()
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "train_loss": train["loss"],
-                        "train_accuracy": train["accuracy"],
-                        "val_loss": val_loss,
-                        "val_accuracy": val_accuracy,
-                        "lr": lr,
-                        "epoch_seconds": train["seconds"],
-                        "train_images_per_second": train["images"] / train["seconds"],
-                    }
-                )
-                meta = checkpoint_meta | {"epoch": str(epoch)}
-                results.save_checkpoint(run_dir / results.LAST, model, meta)
-                if val_accuracy > best_accuracy:
-                    best_accuracy = val_accuracy
-                    record["best_epoch"] = epoch
-                    results.save_checkpoint(run_dir / results.BEST, model, meta)
-                record["epochs_completed"] = epoch
-                results.write_history(run_dir / results.HISTORY, history)
-                results.write_json(run_dir / results.METRICS, record)
-                console.print(
-                    f"epoch {epoch:>3}/{config.epochs}  train loss {train['loss']:.4f} "
-                    f"acc {train['accuracy']:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f} "
-                    f"| {train['images'] / train['seconds']:,.0f} img/s, {train['seconds']:.1f}s"
-                )
+            train_epochs(trainer, data, config, run_dir, record, history, console, stop)
+            status, message = "completed", ""
         except Interrupted as where:
-            # Stopped between two steps: the weights are consistent, keep them as the last checkpoint.
-            meta = checkpoint_meta | {"epoch": str(len(history)), "interrupted_at": str(where)}
+            # Stopped between two steps, so the weights are consistent: keep them as "last".
+            meta = checkpoint_metadata(config, data.info, len(history))
+            meta["interrupted_at"] = str(where)
             results.save_checkpoint(run_dir / results.LAST, model, meta)
             status = "interrupted"
             message = (
@@ -365,32 +342,113 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
             )
         except KeyboardInterrupt:
             status = "interrupted"
-            message = (
-                f"Interrupted by Ctrl-C; the last complete epoch is in {run_dir / results.LAST}."
-            )
+            message = "Interrupted by Ctrl-C; the last complete epoch's weights are kept."
         except Diverged as error:
             status = "diverged"
             kept = (
                 f"the last good checkpoint {run_dir / results.LAST} is kept"
                 if history
-                else "no epoch completed"
+                else "no epoch completed, so no checkpoint was written"
             )
             message = f"Training stopped: {error}; {kept}. Try a lower --lr."
-
-    record |= {"status": status, "message": message}
     if history:
-        results.write_history(run_dir / results.HISTORY, history)
-        record["train_images_per_second"] = sum(
-            h["train_images_per_second"] for h in history
-        ) / len(history)
-    if status != "completed":
-        record["message"] += f" Run `zoo eval {run_dir}` to evaluate the best checkpoint so far."
-        results.write_json(run_dir / results.METRICS, record)
-        return RunResult(run_dir, status, record["message"], record)
-
+        record["train_images_per_second"] = statistics.median(
+            row["train_images_per_second"] for row in history
+        )
+    if status == "completed":
+        try:
+            final = evaluate_run(
+                run_dir, console=console, model=model, data=data, device=device, status=status
+            )
+            return RunResult(run_dir, status, message, final)
+        except KeyboardInterrupt:
+            status, message = "interrupted", "Interrupted by Ctrl-C during the final evaluation."
+    if (run_dir / results.BEST).exists():
+        message += f" Run `zoo eval {run_dir}` to evaluate the best checkpoint so far."
+    elif (run_dir / results.LAST).exists():
+        message += f" Run `zoo eval {run_dir} --checkpoint last` to evaluate the saved weights."
+    record |= {"status": status, "message": message}
     results.write_json(run_dir / results.METRICS, record)
-    final = evaluate_run(run_dir, console=console, model=model, data=data, device=device)
-    return RunResult(run_dir, status, message, final)
+    return RunResult(run_dir, status, message, record)
+
+
+def checkpoint_metadata(config: TrainConfig, info: DatasetInfo, epoch: int) -> dict[str, str]:
+    return {
+        "model": config.model,
+        "dataset": config.dataset,
+        "num_classes": str(info.num_classes),
+        "in_chans": str(info.in_chans),
+        "epoch": str(epoch),
+    }
+
+
+def train_epochs(trainer, data, config, run_dir, record, history, console, stop) -> None:
+    """The epoch loop: train, validate, checkpoint, append to the history, update the record."""
+    info = data.info
+    generator = torch.Generator().manual_seed(config.seed)
+    transform = random_crop_flip() if config.augment else None
+    steps_per_epoch = num_batches(data.train, config.batch_size)
+    best_accuracy = -math.inf
+    with make_progress(console) as progress:
+        for epoch in range(1, config.epochs + 1):
+            task = progress.add_task(
+                f"epoch {epoch}/{config.epochs}", total=steps_per_epoch, stats=""
+            )
+
+            started = time.perf_counter()
+
+            def on_log(step, loss, accuracy, images, task=task, started=started):
+                rate = images / (time.perf_counter() - started)
+                stats = f"loss {loss:.4f}  acc {accuracy:.4f}  {rate:,.0f} img/s"
+                progress.update(task, completed=step, stats=stats)
+
+            batches = iterate_batches(
+                data.train,
+                info,
+                config.batch_size,
+                device=trainer.device,
+                shuffle=True,
+                generator=generator,
+                transform=transform,
+                channels_last=config.channels_last,
+            )
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            train = train_one_epoch(trainer, batches, epoch=epoch, on_log=on_log, stop=stop)
+            progress.remove_task(task)
+            val_probs, val_targets, val_loss = predict(
+                trainer.step_model, data.val, info, trainer.device, trainer.precision,
+                config.eval_batch_size, config.channels_last,
+            )  # fmt: skip
+            val_accuracy = (val_probs.argmax(1) == val_targets).float().mean().item()
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train["loss"],
+                    "train_accuracy": train["accuracy"],
+                    "val_loss": val_loss,
+                    "val_accuracy": val_accuracy,
+                    "lr": lr,
+                    "epoch_seconds": train["seconds"],
+                    "train_images_per_second": train["images"] / train["seconds"],
+                }
+            )
+            meta = checkpoint_metadata(config, info, epoch)
+            results.save_checkpoint(run_dir / results.LAST, trainer.model, meta)
+            if val_accuracy > best_accuracy:
+                best_accuracy = val_accuracy
+                record["best_epoch"] = epoch
+                results.save_checkpoint(run_dir / results.BEST, trainer.model, meta)
+            record["epochs_completed"] = epoch
+            results.write_history(run_dir / results.HISTORY, history)
+            results.write_json(run_dir / results.METRICS, record)
+            console.print(
+                f"epoch {epoch:>3}/{config.epochs}  train loss {train['loss']:.4f} "
+                f"acc {train['accuracy']:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f} "
+                f"| {train['images'] / train['seconds']:,.0f} img/s, {train['seconds']:.1f}s",
+                highlight=False,
+            )
+            if stop.requested:  # Ctrl-C during validation: this epoch is saved, stop here
+                raise Interrupted(f"the end of epoch {epoch}")
 
 
 def evaluate_run(
@@ -402,9 +460,15 @@ def evaluate_run(
     console: Console | None = None,
     model: torch.nn.Module | None = None,
     data=None,
+    status: str | None = None,
 ) -> dict:
-    """Evaluate a run's checkpoint on val and test; update metrics.json and redraw the figures."""
+    """Evaluate a run's checkpoint on val and test; update metrics.json and redraw the figures.
+
+    `model` and `data` skip rebuilding them when the caller (fit) already has them; `status`
+    replaces the record's status in the same write as the metrics.
+    """
     from zoo import plots
+    from zoo.metrics import classification_metrics
 
     run_dir = Path(run_dir)
     console = console or Console(stderr=True)
@@ -420,30 +484,38 @@ def evaluate_run(
         )
     info = data.info
     if model is None:
-        model = create_model(config.model, num_classes=info.num_classes, in_chans=info.in_chans)
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        model = model.to(device, memory_format=memory_format)
+        model = build_model(config, info, device)
     results.load_checkpoint(run_dir / checkpoint, model)
     precision = resolve_precision(device, config.amp, config.amp_dtype)
+    if precision.label != saved["precision"]:
+        console.print(
+            f"[yellow]Warning:[/yellow] trained in {saved['precision']}, evaluating in "
+            f"{precision.label} on {device}.",
+            highlight=False,
+        )
 
-    split_metrics = {}
-    test_predictions = None
+    split_metrics, test_probs = {}, None
     for name, split in (("val", data.val), ("test", data.test)):
         probs, targets, loss = predict(
             model, split, info, device, precision, config.eval_batch_size, config.channels_last
         )
-        split_metrics[name] = {
-            "loss": loss,
-            **classification_metrics(probs, targets, info.class_names),
-        }
+        metrics = classification_metrics(probs, targets, info.class_names)
+        split_metrics[name] = {"loss": loss, **metrics}
         if name == "test":
-            test_predictions = probs
-    record |= {"checkpoint": checkpoint, "class_names": list(info.class_names), **split_metrics}
-    results.write_json(run_dir / results.METRICS, record)
+            test_probs = probs
+    record |= {
+        "checkpoint": checkpoint,
+        "eval_precision": precision.label,
+        "class_names": list(info.class_names),
+        **split_metrics,
+    }
+    if status is not None:
+        record["status"] = status
 
     history_path = run_dir / results.HISTORY
     history = results.read_history(history_path) if history_path.exists() else []
     plots.save_classification_figures(
-        run_dir / results.FIGURES, history, record, model, data.test, test_predictions, info
+        run_dir / results.FIGURES, history, record, model, data.test, test_probs, info
     )
+    results.write_json(run_dir / results.METRICS, record)
     return record

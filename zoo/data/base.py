@@ -1,4 +1,4 @@
-"""What every dataset provides: its description, uint8 tensors held in memory, and batches from them.
+"""What every dataset provides: a description, uint8 tensors held in memory, batches from them.
 
 A dataset is small enough to hold whole (Fashion-MNIST is 55 MB as uint8), so there is no per-sample
 `Dataset.__getitem__` and no DataLoader: batches are slices of one tensor, converted to float and
@@ -38,7 +38,8 @@ class DatasetInfo:
 
 @dataclass
 class Split:
-    """One split held in memory: images uint8 (N, C, H, W); targets int64 (N,) or (N, H, W)."""
+    """One split held in memory: images uint8 (N, C, H, W); targets integer class ids, (N,) for
+    classification or (N, H, W) for segmentation, in the smallest dtype that holds them (uint8)."""
 
     images: torch.Tensor
     targets: torch.Tensor

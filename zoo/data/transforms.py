@@ -1,4 +1,4 @@
-"""Batch-level augmentation on uint8 tensors: a whole batch in a few tensor ops, no per-sample loop."""
+"""Batch-level augmentation on uint8 tensors: a whole batch in a few tensor ops, no Python loop."""
 
 from __future__ import annotations
 

@@ -11,6 +11,13 @@ from torch import nn
 from zoo.registry import register_model
 
 
+class LeakyReLU(nn.LeakyReLU):
+    """LeakyReLU with slope 0.1 (the default 0.01 is nearly a ReLU)."""
+
+    def __init__(self):
+        super().__init__(0.1)
+
+
 def conv_block(
     in_chans: int, out_chans: int, activation: type[nn.Module], norm: bool
 ) -> nn.Sequential:
@@ -25,9 +32,8 @@ def conv_block(
 class SmallCNN(nn.Module):
     """Conv blocks, then FC -> activation -> [dropout] -> FC to the classes.
 
-    The classifier's input width is inferred at the first call (nn.LazyLinear would do it too, but
-    then parameter counts and summaries need a forward pass first), so any input size works as long
-    as it survives the pooling; `input_size` fixes the width for the default 28x28.
+    An adaptive average pool in front of the classifier (a no-op at `input_size`) makes the flat
+    width fixed, so the model accepts other input sizes too, e.g. 32x32 crops or upsampled images.
     """
 
     def __init__(
@@ -79,10 +85,3 @@ def baseline_cnn(num_classes: int = 10, in_chans: int = 1, **kwargs) -> SmallCNN
 def wide_leaky_cnn(num_classes: int = 10, in_chans: int = 1, **kwargs) -> SmallCNN:
     args = dict(channels=(64, 128), hidden=256, activation=LeakyReLU, norm=True, dropout=0.3)
     return SmallCNN(num_classes, in_chans, **{**args, **kwargs})
-
-
-class LeakyReLU(nn.LeakyReLU):
-    """LeakyReLU with slope 0.1 (the default 0.01 is nearly a ReLU)."""
-
-    def __init__(self):
-        super().__init__(0.1)
