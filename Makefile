@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-all lint bench clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,9 @@ demo: install
 	$(BIN)/zoo train baseline-cnn
 
 test: install
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: install
 	$(BIN)/pytest -q
 
 lint: install

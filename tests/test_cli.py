@@ -44,6 +44,17 @@ def test_summary_of_unknown_model_is_one_clear_error():
     assert "Did you mean 'baseline-cnn'" in result.stderr and "Traceback" not in result.output
 
 
+def test_import_zoo_stays_light():
+    """`zoo list` and the models must not pay for torchmetrics, matplotlib or torchvision."""
+    heavy = ("torchmetrics", "matplotlib", "torchvision")
+    code = f"import sys, zoo; print([m for m in {heavy} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_python_dash_m_zoo_works():
     result = subprocess.run(
         [sys.executable, "-m", "zoo", "--help"], capture_output=True, text=True, timeout=120

@@ -1,9 +1,13 @@
+import json
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score, confusion_matrix
 
 from zoo.metrics import classification_metrics
+from zoo.plots import plot_per_class
 
 NAMES = ("a", "b", "c", "d")
 
@@ -31,6 +35,16 @@ def test_ap_accuracy_and_confusion_match_scikit_learn():
     )
     np.testing.assert_array_equal(metrics["confusion_matrix"], confusion_matrix(y, p.argmax(1)))
     assert metrics["num_samples"] == len(y)
+
+
+def test_absent_class_has_no_ap_and_is_left_out_of_the_mean():
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])  # class "d" never occurs
+    probs = torch.nn.functional.one_hot(targets, 4).float() * 0.7 + 0.075
+    metrics = classification_metrics(probs, targets, NAMES)
+    assert metrics["per_class"]["d"]["ap"] is None  # JSON has no NaN
+    assert metrics["mean_ap"] == pytest.approx(1)
+    json.dumps(metrics, allow_nan=False)  # strict JSON
+    plt.close(plot_per_class({"test": {n: v["ap"] for n, v in metrics["per_class"].items()}}, "AP"))
 
 
 def test_perfect_scores():

@@ -226,7 +226,8 @@ def test_bf16_amp_on_cpu_runs_bf16_where_supported(tiny_root, tmp_path):
 @pytest.mark.parametrize("schedule", ["onecycle", "none"])
 def test_optimizers_and_schedules_train(tiny_root, tmp_path, optimizer, schedule):
     out = tmp_path / "results"
-    args = ["--epochs", "1", "--optimizer", optimizer, "--schedule", schedule, "--no-channels-last"]
+    args = ["--epochs", "1", "--optimizer", optimizer, "--schedule", schedule]
+    args += ["--no-channels-last", "--augment"]
     result = runner.invoke(app, train_args(tiny_root, out, *args))
     assert result.exit_code == 0, result.output
 

@@ -218,24 +218,23 @@ def summary(
     out.print(str(stats), highlight=False)
 
 
+def format_score(value: float | None, digits: int = 3) -> str:
+    """A score for a table; None is a score undefined on that split (e.g. AP of an absent class)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def print_metrics(record: dict) -> None:
     """Per-class table (val and test) plus the overall figures of a run."""
-    names = record["class_names"]
-    table = Table(
-        title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint', '')})"
-    )
+    splits = ("val", "test")
+    table = Table(title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint')})")
     table.add_column("class")
-    for split in ("val", "test"):
+    for split in splits:
         table.add_column(f"{split} acc", justify="right")
         table.add_column(f"{split} AP", justify="right")
-    for name in names:
-        cells = [
-            f"{record[s]['per_class'][name][m]:.3f}"
-            for s in ("val", "test")
-            for m in ("accuracy", "ap")
-        ]
-        table.add_row(name, *cells)
+    for name in record["class_names"]:
+        scores = [record[s]["per_class"][name][m] for s in splits for m in ("accuracy", "ap")]
+        table.add_row(name, *map(format_score, scores))
     table.add_section()
-    overall = [f"{record[s][m]:.4f}" for s in ("val", "test") for m in ("accuracy", "mean_ap")]
-    table.add_row("[bold]overall", *overall)
+    overall = [record[s][m] for s in splits for m in ("accuracy", "mean_ap")]
+    table.add_row("[bold]overall", *(format_score(v, 4) for v in overall))
     out.print(table)

@@ -38,20 +38,22 @@ def plot_curves(history: list[dict], metric: str = "accuracy") -> Figure:
     return fig
 
 
-def plot_per_class(values: dict[str, dict[str, float]], ylabel: str) -> Figure:
-    """Grouped bars: `values[split][class_name]`, one bar group per class, one colour per split."""
+def plot_per_class(values: dict[str, dict[str, float | None]], ylabel: str) -> Figure:
+    """Grouped bars: `values[split][class_name]`, one bar group per class, one colour per split.
+
+    None (a score undefined on that split, e.g. AP of an absent class) leaves a gap."""
     splits = list(values)
     names = list(values[splits[0]])
     x = np.arange(len(names))
     width = 0.8 / len(splits)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 3.8))
     for i, split in enumerate(splits):
-        heights = [values[split][n] for n in names]
+        heights = [np.nan if values[split][n] is None else values[split][n] for n in names]
         bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, heights, width, label=split)
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set(ylabel=ylabel, ylim=(0, 1.08), title=f"per-class {ylabel}")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never hides a bar
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

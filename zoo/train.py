@@ -324,6 +324,7 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
         f"{len(data.val)} val / {len(data.test)} test) on {env['device_name']} ({device}), "
         f"{precision.label} -> {run_dir}",
         highlight=False,
+        soft_wrap=True,
     )
 
     history: list[dict] = []
@@ -446,6 +447,7 @@ def train_epochs(trainer, data, config, run_dir, record, history, console, stop)
                 f"acc {train['accuracy']:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f} "
                 f"| {train['images'] / train['seconds']:,.0f} img/s, {train['seconds']:.1f}s",
                 highlight=False,
+                soft_wrap=True,
             )
             if stop.requested:  # Ctrl-C during validation: this epoch is saved, stop here
                 raise Interrupted(f"the end of epoch {epoch}")
@@ -492,6 +494,7 @@ def evaluate_run(
             f"[yellow]Warning:[/yellow] trained in {saved['precision']}, evaluating in "
             f"{precision.label} on {device}.",
             highlight=False,
+            soft_wrap=True,
         )
 
     split_metrics, test_probs = {}, None
