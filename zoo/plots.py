@@ -165,7 +165,7 @@ def save_classification_figures(
             record["test"]["confusion_matrix"], names, "test confusion matrix"
         ),
         "examples.png": plot_examples(
-            test_split.images, test_split.targets, test_probs.argmax(1), names
+            test_split.images.cpu(), test_split.targets.cpu(), test_probs.argmax(1), names
         ),
     }
     if history:

@@ -248,7 +248,7 @@ def predict(
             logits = model(images)
         loss_sum += compute_loss(logits, targets).item() * len(images)
         scores.append(logits.float().softmax(1).cpu())
-    return torch.cat(scores), split.targets.long(), loss_sum / len(split)
+    return torch.cat(scores), split.targets.long().cpu(), loss_sum / len(split)
 
 
 def make_progress(console: Console) -> Progress:
@@ -295,6 +295,8 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
             f"{config.model} is a {entry.task} model but {config.dataset} is a {data.info.task} "
             f"dataset; pick a {entry.task} dataset (`zoo datasets`)."
         )
+    if device.type == "cuda":
+        data = data.to(device)
     torch.manual_seed(config.seed)
     model = build_model(config, data.info, device)
     steps_per_epoch = num_batches(data.train, config.batch_size)
@@ -484,6 +486,8 @@ def evaluate_run(
             val_fraction=config.val_fraction,
             split_seed=config.split_seed,
         )
+        if device.type == "cuda":
+            data = data.to(device)
     info = data.info
     if model is None:
         model = build_model(config, info, device)

@@ -50,6 +50,9 @@ class Split:
     def subset(self, indices: torch.Tensor) -> Split:
         return Split(self.images[indices], self.targets[indices])
 
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.targets.to(device))
+
     @property
     def nbytes(self) -> int:
         return self.images.nbytes + self.targets.nbytes
@@ -61,6 +64,10 @@ class Splits:
     train: Split
     val: Split
     test: Split
+
+    def to(self, device: torch.device) -> Splits:
+        """All splits on `device`: on a GPU, batches are then sliced there with no host copy."""
+        return Splits(self.info, self.train.to(device), self.val.to(device), self.test.to(device))
 
 
 def register_dataset(info: DatasetInfo):
@@ -158,6 +165,8 @@ def iterate_batches(
     `transform(images_uint8, targets, generator)` augments a batch before normalisation.
     """
     order = torch.randperm(len(split), generator=generator) if shuffle else None
+    if order is not None:
+        order = order.to(split.images.device)
     for start in range(0, len(split), batch_size):
         if order is None:
             images = split.images[start : start + batch_size]
