@@ -166,4 +166,3 @@ def test_import_zoo_and_list_from_scratch_models_do_not_import_timm_or_smp():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
