@@ -116,6 +116,24 @@ def test_pretrained_missing_names_the_cache(empty_hub_cache):
         assert str(empty_hub_cache) in str(info.value) and "--weights" in str(info.value)
 
 
+def test_pretrained_reads_weights_from_the_local_cache_offline(empty_hub_cache):
+    """A cache laid out as huggingface_hub writes it: refs/main -> snapshots/<commit>/file."""
+    import timm
+
+    hub_id = timm.models.get_pretrained_cfg("mobilenetv3_small_100").hf_hub_id
+    repo = empty_hub_cache / "hf" / f"models--{hub_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    torch.manual_seed(5)
+    published = timm.create_model("mobilenetv3_small_100")
+    state = {k: v.contiguous() for k, v in published.state_dict().items()}
+    save_file(state, str(repo / "snapshots" / commit / "model.safetensors"))
+    model = create_model("timm/mobilenetv3_small_100", num_classes=10, in_chans=3, pretrained=True)
+    torch.testing.assert_close(model.model.conv_stem.weight, published.conv_stem.weight)
+
+
 def test_pretrained_on_a_from_scratch_model_is_refused():
     with pytest.raises(ZooError, match="no pretrained weights for baseline-cnn.*--weights"):
         create_model("baseline-cnn", pretrained=True)
