@@ -125,9 +125,11 @@ class TimmClassifier(nn.Module):
     """A timm classifier made to work on small (e.g. 28x28 grey) images.
 
     Per family: ResNets, EfficientNets and MobileNetV3s keep resolution in their stem (see
-    `keep_resolution_stem`); every other model gets its input bilinearly upsampled so that the
-    last feature map is at least 2x2 (side >= 2 x total stride, e.g. 28 -> 64 for stride 32).
-    Models with a fixed input size (ViTs) are built for 64x64 and always resized to it.
+    `keep_resolution_stem`). Then, for every model, an input whose shorter side is below twice
+    the total stride is bilinearly upsampled to it, so the last feature map is at least 2x2:
+    28x28 stays 28x28 for a ResNet (stride 8), becomes 32x32 for an EfficientNet (stride 16)
+    and 64x64 for a ConvNeXt (stride 32). Models with a fixed input size (ViTs) are built for
+    64x64 and always resized to it.
     Grey input is native: timm builds the first conv with `in_chans` channels.
     """
 
