@@ -7,6 +7,15 @@ from zoo.data import get_dataset_info
 from zoo.registry import create_model, get_model_entry, list_models
 
 SEGMENTATION_TEST_SIZE = (64, 64)  # small, divisible by every net's total stride
+# The heaviest curated timm/smp entries: checked with `pytest -m slow`, not by default.
+SLOW_MODELS = {"timm/resnet50", "smp/deeplabv3plus-resnet34", "smp/unet-resnet34"}
+
+
+def model_names() -> list:
+    """Every registered model, the slow ones marked `slow`."""
+    return [
+        pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in list_models()
+    ]
 
 
 def sample_shape(name: str, in_chans: int, batch: int = 2) -> tuple[int, ...]:
@@ -22,7 +31,7 @@ def expected_output(name: str, shape: tuple[int, ...], num_classes: int) -> tupl
     return (shape[0], num_classes)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", model_names())
 @pytest.mark.parametrize("in_chans,num_classes", [(1, 10), (3, 7)])
 def test_forward_shape_and_finite(name, in_chans, num_classes):
     torch.manual_seed(0)
@@ -34,7 +43,7 @@ def test_forward_shape_and_finite(name, in_chans, num_classes):
     assert torch.isfinite(output).all()
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", model_names())
 def test_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=5, in_chans=2).train()
@@ -45,7 +54,7 @@ def test_every_parameter_gets_a_gradient(name):
         assert torch.isfinite(parameter.grad).all(), f"Non-finite gradient for {parameter_name}"
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", model_names())
 def test_same_seed_same_output(name):
     x = torch.randn(sample_shape(name, 1))
     outputs = []
@@ -57,7 +66,7 @@ def test_same_seed_same_output(name):
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", model_names())
 def test_channels_last_matches_contiguous(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=3, in_chans=1).eval()
@@ -66,7 +75,8 @@ def test_channels_last_matches_contiguous(name):
         reference = model(x)
         model = model.to(memory_format=torch.channels_last)
         output = model(x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(output, reference, rtol=1e-4, atol=1e-4)
+    scale = max(1.0, reference.abs().max().item())  # deep random-init nets give large logits
+    torch.testing.assert_close(output, reference, rtol=1e-4, atol=1e-4 * scale)
 
 
 def test_baseline_cnn_is_the_reports_network():

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from zoo.errors import ZooError
+from zoo.errors import UnknownNameError, ZooError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -92,6 +92,12 @@ def train(
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing.")] = 0.0,
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where run folders go.")] = Path("results"),
+    pretrained: Annotated[
+        bool, typer.Option(help="Start from timm/smp ImageNet weights in the local hub cache.")
+    ] = False,
+    weights: Annotated[
+        Path | None, typer.Option(help="Start from this safetensors state dict (any model).")
+    ] = None,
 ):
     """Train MODEL and write its run record: config, history, metrics, figures, checkpoints."""
     from zoo.config import TrainConfig
@@ -120,6 +126,8 @@ def train(
         label_smoothing=label_smoothing,
         data_dir=str(data_dir) if data_dir else None,
         out=str(out_dir),
+        pretrained=pretrained,
+        weights=str(weights) if weights else None,
     )
     result = fit(config, console=err)
     if result.status != "completed":
@@ -171,7 +179,11 @@ def list_(
     for name in list_models(pattern, task.value if task else None):
         entry = get_model_entry(name)
         with torch.device("meta"):  # shapes only: no memory, no init time
-            count = sum(p.numel() for p in create_model(name).parameters())
+            try:
+                model = create_model(name)
+            except UnknownNameError:  # its default dataset is not registered: factory defaults
+                model = entry.factory()
+            count = sum(p.numel() for p in model.parameters())
         table.add_row(name, entry.task, entry.dataset, f"{count:,}", entry.description)
     out.print(table)
 

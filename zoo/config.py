@@ -35,6 +35,8 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     data_dir: str | None = None  # data root; None = $ZOO_DATA or the user cache
     out: str = "results"  # runs go to <out>/<dataset>/<model>/<run-id>/
+    pretrained: bool = False  # start from timm/smp ImageNet weights in the local hub cache
+    weights: str | None = None  # start from this safetensors state dict (any model)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from zoo.errors import UnknownNameError
+from zoo.errors import UnknownNameError, ZooError
 
 Task = Literal["classification", "segmentation"]
 TASKS: tuple[Task, ...] = ("classification", "segmentation")
@@ -107,11 +109,49 @@ def get_model_entry(name: str) -> Entry:
     return MODELS.get(name)
 
 
-def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs):
-    """Build model `name`; `num_classes` and `in_chans` default to its default dataset's."""
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    *,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    **kwargs,
+):
+    """Build model `name`; `num_classes` and `in_chans` default to its default dataset's.
+
+    `pretrained` asks the factory for its published weights (only factories with a `pretrained`
+    parameter have them: timm/ and smp/ models); `weights` then loads a safetensors state dict
+    into the built model, for any model. Neither ever falls back to random weights.
+    """
     entry = MODELS.get(name)
     if num_classes is None or in_chans is None:
         info = DATASETS.get(entry.dataset).info
         num_classes = info.num_classes if num_classes is None else num_classes
         in_chans = info.in_chans if in_chans is None else in_chans
-    return entry.factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if pretrained:
+        if "pretrained" not in inspect.signature(entry.factory).parameters:
+            raise ZooError(f"There are no pretrained weights for {name}; use --weights PATH.")
+        kwargs["pretrained"] = True
+    model = entry.factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if weights is not None:
+        load_weights(model, weights, name)
+    return model
+
+
+def load_weights(model, path: str | Path, name: str) -> None:
+    """Load a safetensors state dict into `model` strictly: every key present, every shape equal."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ZooError(f"Weights file {path} does not exist; check the --weights path.")
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError, SafetensorError) as error:  # bad keys/shapes, not safetensors
+        first_line = str(error).strip().splitlines()[0]
+        raise ZooError(
+            f"Weights file {path} does not fit {name} ({first_line}); pass a file saved from "
+            f"{name} with the same num_classes and in_chans."
+        ) from error

@@ -263,8 +263,18 @@ def make_progress(console: Console) -> Progress:
     )
 
 
-def build_model(config: TrainConfig, info: DatasetInfo, device: torch.device) -> torch.nn.Module:
-    model = create_model(config.model, num_classes=info.num_classes, in_chans=info.in_chans)
+def build_model(
+    config: TrainConfig, info: DatasetInfo, device: torch.device, *, start_weights: bool = True
+) -> torch.nn.Module:
+    """The run's model on `device`; `start_weights` loads --pretrained / --weights (training only:
+    evaluation loads a checkpoint over them anyway)."""
+    model = create_model(
+        config.model,
+        num_classes=info.num_classes,
+        in_chans=info.in_chans,
+        pretrained=config.pretrained and start_weights,
+        weights=config.weights if start_weights else None,
+    )
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     return model.to(device, memory_format=memory_format)
 
@@ -490,7 +500,7 @@ def evaluate_run(
             data = data.to(device)
     info = data.info
     if model is None:
-        model = build_model(config, info, device)
+        model = build_model(config, info, device, start_weights=False)
     results.load_checkpoint(run_dir / checkpoint, model)
     precision = resolve_precision(device, config.amp, config.amp_dtype)
     if precision.label != saved["precision"]:

@@ -1,3 +1,6 @@
 """Model families: importing a family module registers its entries."""
 
-from zoo.models import cnn  # noqa: F401  (registers baseline-cnn, wide-leaky-cnn)
+from zoo.models import (
+    cnn,  # noqa: F401  (registers baseline-cnn, wide-leaky-cnn)
+    external,  # noqa: F401  (registers the timm/ and smp/ prefixes and the curated entries)
+)
