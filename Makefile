@@ -18,10 +18,10 @@ demo: install
 	$(BIN)/zoo train baseline-cnn
 
 test: install
-	$(BIN)/pytest -q -m "not slow"
-
-test-all: install
 	$(BIN)/pytest -q
+
+test-all: install  # the slow tests too (pyproject's addopts skip them by default)
+	$(BIN)/pytest -q -m ""
 
 lint: install
 	$(BIN)/ruff check .
