@@ -1,3 +1,7 @@
 """Model families: importing a family module registers its entries."""
 
-from zoo.models import cnn  # noqa: F401  (registers baseline-cnn, wide-leaky-cnn)
+from zoo.models import (
+    cnn,  # noqa: F401  (registers baseline-cnn, wide-leaky-cnn)
+    fcn,  # noqa: F401  (registers fcn, strided-net)
+    unet,  # noqa: F401  (registers unet-small, unet)
+)
