@@ -195,7 +195,21 @@ def user_cache_folder() -> Path:
     return default_data_root().parent / "decoded"
 
 
+def marked_read_only(path: Path) -> bool:
+    """The nearest existing folder of `path` has no write bit set at all (r-x for everyone).
+
+    Such a folder is read-only by intent even where the process could still write to it
+    (as root does), so the cache must not be put there.
+    """
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return folder.stat().st_mode & 0o222 == 0
+    return False
+
+
 def writable_folder(folder: Path) -> bool:
+    if marked_read_only(folder):
+        return False
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
