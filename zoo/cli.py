@@ -67,7 +67,9 @@ def train(
     ],
     dataset: Annotated[str | None, typer.Option(help="Dataset name; default: the model's.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 15,
-    batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = 128,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per optimizer step; default 128, segmentation 8.")
+    ] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
     optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = Optimizer.adam,
@@ -82,14 +84,30 @@ def train(
     amp_dtype: Annotated[AmpDtype, typer.Option(help="Autocast dtype.")] = AmpDtype.float16,
     channels_last: Annotated[bool, typer.Option(help="NHWC memory format.")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    augment: Annotated[bool, typer.Option(help="Random crop + flip on training batches.")] = False,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            help="Augment training batches: random crop + flip (classification); flip, random "
+            "scale/crop and brightness/contrast on photo and mask together (segmentation)."
+        ),
+    ] = False,
     limit_train: Annotated[
         int | None, typer.Option(help="Train on N images of the (shuffled) training split only.")
     ] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of train held out for val.")] = 0.1,
     split_seed: Annotated[int, typer.Option(help="Seed of the val split (not of training).")] = 0,
-    eval_batch_size: Annotated[int, typer.Option(help="Images per evaluation batch.")] = 1024,
+    eval_batch_size: Annotated[
+        int | None, typer.Option(help="Images per evaluation batch; default 1024, segm. 16.")
+    ] = None,
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing.")] = 0.0,
+    skip_bad_samples: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad-samples",
+            help="Leave out unusable image/mask files (listed in the run record) instead of "
+            "stopping.",
+        ),
+    ] = False,
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where run folders go.")] = Path("results"),
 ):
@@ -118,6 +136,7 @@ def train(
         split_seed=split_seed,
         eval_batch_size=eval_batch_size,
         label_smoothing=label_smoothing,
+        skip_bad=skip_bad_samples,
         data_dir=str(data_dir) if data_dir else None,
         out=str(out_dir),
     )
@@ -220,6 +239,9 @@ def summary(
 
 def print_metrics(record: dict) -> None:
     """Per-class table (val and test) plus the overall figures of a run."""
+    if record.get("task") == "segmentation":
+        print_segmentation_metrics(record)
+        return
     names = record["class_names"]
     table = Table(
         title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint', '')})"
@@ -239,3 +261,30 @@ def print_metrics(record: dict) -> None:
     overall = [f"{record[s][m]:.4f}" for s in ("val", "test") for m in ("accuracy", "mean_ap")]
     table.add_row("[bold]overall", *overall)
     out.print(table)
+
+
+def print_segmentation_metrics(record: dict) -> None:
+    """Per-class AP, IoU and pixel accuracy (val and test), then their means."""
+
+    def cell(value: float | None, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    table = Table(
+        title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint', '')})"
+    )
+    table.add_column("class")
+    for split in ("val", "test"):
+        for metric in ("AP", "IoU", "acc"):
+            table.add_column(f"{split} {metric}", justify="right")
+    columns = ("ap", "iou", "accuracy")
+    for name in record["class_names"]:
+        cells = [cell(record[s]["per_class"][name][m]) for s in ("val", "test") for m in columns]
+        table.add_row(name, *cells)
+    table.add_section()
+    means = ("mean_ap", "mean_iou", "pixel_accuracy")
+    table.add_row("[bold]overall", *(cell(record[s][m], 4) for s in ("val", "test") for m in means))
+    out.print(table)
+    if record["test"].get("ap_method", "exact") != "exact":
+        out.print(f"AP computed from {record['test']['ap_method']}, not exactly.")
+    if record.get("skipped_samples"):
+        out.print(f"{len(record['skipped_samples'])} bad samples were left out (see metrics.json).")
