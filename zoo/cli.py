@@ -171,6 +171,44 @@ def eval_(
     print_metrics(record)
 
 
+@app.command()
+@user_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files to predict.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where masks go; default RUN_DIR/predictions.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    top_k: Annotated[int, typer.Option(help="Classes shown per image (classification).")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+):
+    """Predict IMAGES with a run's checkpoint: top-k classes, or a colour-coded mask + overlay."""
+    from zoo.predict import predict_files
+    from zoo.train import resolve_device
+
+    if checkpoint not in ("best", "last"):
+        raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
+    predictions, errors = predict_files(
+        run_dir,
+        images,
+        out_dir=out_dir,
+        checkpoint=f"{checkpoint}.safetensors",
+        device=resolve_device(device),
+        top_k=top_k,
+    )
+    for prediction in predictions:
+        if prediction.mask is not None:
+            out.print(f"{prediction.image}: {prediction.mask}, {prediction.overlay}")
+        else:
+            top = ", ".join(f"{name} {p:.3f}" for name, p in prediction.top_classes)
+            out.print(f"{prediction.image}: {top}", highlight=False)
+    for error in errors:
+        err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+    if errors:
+        raise typer.Exit(1)
+
+
 @app.command("list")
 @user_errors
 def list_(
@@ -237,6 +275,11 @@ def summary(
     out.print(str(stats), highlight=False)
 
 
+def format_score(value: float | None, digits: int = 3) -> str:
+    """A score for a table; "-" where it is undefined (None, e.g. AP of a class absent)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def print_metrics(record: dict) -> None:
     """Per-class table (val and test) plus the overall figures of a run."""
     if record.get("task") == "segmentation":
@@ -252,22 +295,22 @@ def print_metrics(record: dict) -> None:
         table.add_column(f"{split} AP", justify="right")
     for name in names:
         cells = [
-            f"{record[s]['per_class'][name][m]:.3f}"
+            format_score(record[s]["per_class"][name][m])
             for s in ("val", "test")
             for m in ("accuracy", "ap")
         ]
         table.add_row(name, *cells)
     table.add_section()
-    overall = [f"{record[s][m]:.4f}" for s in ("val", "test") for m in ("accuracy", "mean_ap")]
+    overall = [
+        format_score(record[s][m], 4) for s in ("val", "test") for m in ("accuracy", "mean_ap")
+    ]
     table.add_row("[bold]overall", *overall)
     out.print(table)
 
 
 def print_segmentation_metrics(record: dict) -> None:
     """Per-class AP, IoU and pixel accuracy (val and test), then their means."""
-
-    def cell(value: float | None, digits: int = 3) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
+    cell = format_score
 
     table = Table(
         title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint', '')})"

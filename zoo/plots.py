@@ -39,7 +39,7 @@ def plot_curves(history: list[dict], metric: str = "accuracy") -> Figure:
     return fig
 
 
-def plot_per_class(values: dict[str, dict[str, float]], ylabel: str) -> Figure:
+def plot_per_class(values: dict[str, dict[str, float | None]], ylabel: str) -> Figure:
     """Grouped bars: `values[split][class_name]`, one bar group per class, one colour per split."""
     splits = list(values)
     names = list(values[splits[0]])
@@ -47,7 +47,8 @@ def plot_per_class(values: dict[str, dict[str, float]], ylabel: str) -> Figure:
     width = 0.8 / len(splits)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 3.8))
     for i, split in enumerate(splits):
-        heights = [values[split][n] for n in names]
+        # An undefined score (None: the class is absent from the split) gets no bar.
+        heights = [np.nan if values[split][n] is None else values[split][n] for n in names]
         bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, heights, width, label=split)
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, names, rotation=30, ha="right")
@@ -233,15 +234,8 @@ def save_segmentation_figures(
 
         palette = default_palette(len(names))
 
-    def per_class(metric: str) -> dict[str, dict[str, float]]:
-        """record[split]["per_class"][name][metric], with NaN (no bar) for an undefined score."""
-        values = {}
-        for split in ("val", "test"):
-            scores = record[split]["per_class"]
-            values[split] = {
-                n: np.nan if scores[n][metric] is None else scores[n][metric] for n in names
-            }
-        return values
+    def per_class(metric: str) -> dict[str, dict[str, float | None]]:
+        return {s: {n: record[s]["per_class"][n][metric] for n in names} for s in ("val", "test")}
 
     predictions = test_probs.argmax(1)
     scores = per_image_mean_iou(predictions, test_split.targets, len(names))
