@@ -96,6 +96,9 @@ def test_a_bad_sample_stops_the_run_or_is_skipped_and_listed(facade_root, tmp_pa
     (run_dir,) = (tmp_path / "runs" / "mini-facade" / "unet-small").iterdir()
     record = json.loads((run_dir / "metrics.json").read_text())
     assert len(record["skipped_samples"]) == 1 and str(bad_mask) in record["skipped_samples"][0]
+    result = runner.invoke(app, ["eval", str(run_dir), "--data-dir", str(facade_root)])
+    assert result.exit_code == 0, result.output  # eval skips the same files
+    assert "1 bad samples were left out" in result.stdout
 
 
 def test_segmentation_models_default_to_small_batches():

@@ -504,6 +504,7 @@ def evaluate_run(
             data_dir or config.data_dir,
             val_fraction=config.val_fraction,
             split_seed=config.split_seed,
+            skip_bad=config.skip_bad,
         )
     info = data.info
     if model is None:
