@@ -97,7 +97,6 @@ def facade_root(tmp_path, monkeypatch) -> Path:
 
     monkeypatch.setattr(facade, "SIZE", (32, 32))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    facade._decode_cached.cache_clear()
     root = tmp_path / "data"
     write_facade_pairs(root / "mini-facade" / "train", 24, seed=0)
     write_facade_pairs(root / "mini-facade" / "test_dev", 6, seed=1)

@@ -28,7 +28,6 @@ def test_the_cache_is_reused_and_invalidated_when_a_file_changes(facade_root, mo
     load_dataset("mini-facade", facade_root)
     cached = sorted((facade_root / ".zoo-cache").glob("mini-facade-*.npz"))
     assert len(cached) == 2
-    facade._decode_cached.cache_clear()
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache is valid")
@@ -37,7 +36,6 @@ def test_the_cache_is_reused_and_invalidated_when_a_file_changes(facade_root, mo
     load_dataset("mini-facade", facade_root)  # from the .npz files only
 
     monkeypatch.undo()
-    facade._decode_cached.cache_clear()
     monkeypatch.setattr(facade, "SIZE", (32, 32))
     photo = facade_root / "mini-facade" / "train" / "f000.jpg"
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
@@ -146,6 +144,9 @@ def test_segfolder_reads_class_names_and_train_test_folders(tmp_path, monkeypatc
     (tmp_path / "mine" / "classes.txt").write_text("sky\nwall\nroof\n")
     data = load_dataset(f"segfolder:{tmp_path / 'mine'}", val_fraction=0.3)
     assert data.info.class_names == ("sky", "wall", "roof") and len(data.test) == 3
+    (tmp_path / "mine" / "classes.txt").write_text("sky\nwall\nroof\nchimney\n")
+    info = DATASETS.get(f"segfolder:{tmp_path / 'mine'}").info
+    assert info.num_classes == 4, "an edited folder is read again, not served from memory"
 
 
 def test_segfolder_of_a_missing_path_is_one_clear_error(tmp_path):

@@ -262,14 +262,8 @@ def save_cache(path: Path, decoded: Decoded) -> None:
         tmp.unlink(missing_ok=True)
 
 
-@functools.lru_cache(maxsize=4)
-def _decode_cached(
-    digest: str, cache_path: Path | None, pairs: tuple, num_classes: int, offset: int
-) -> Decoded:
-    """Decode `pairs` (or read the cache file); memoised by the files' fingerprint `digest`, so
-    resolving and loading a `segfolder:` dataset in one run reads the files only once."""
-    if cache_path is not None and (decoded := load_cache(cache_path)) is not None:
-        return decoded
+def decode_files(pairs: list[tuple[Path, Path]], num_classes: int, offset: int) -> Decoded:
+    """Decode every pair; a bad one is recorded in `skipped` (one sentence) and left out."""
     images, masks, names, skipped = [], [], [], []
     for image_path, mask_path in pairs:
         try:
@@ -283,15 +277,12 @@ def _decode_cached(
         masks.append(mask)
         names.append(image_path.name)
     height, width = SIZE
-    decoded = Decoded(
+    return Decoded(
         np.stack(images) if images else np.zeros((0, 3, height, width), np.uint8),
         np.stack(masks) if masks else np.zeros((0, height, width), np.uint8),
         names,
         skipped,
     )
-    if cache_path is not None:
-        save_cache(cache_path, decoded)
-    return decoded
 
 
 def decode_pairs(
@@ -307,7 +298,11 @@ def decode_pairs(
     folder = cache_folder(root)
     digest = fingerprint(pairs, num_classes, label_offset)
     cache_path = folder / f"{key}-{digest}.npz" if folder is not None else None
-    decoded = _decode_cached(digest, cache_path, tuple(pairs), num_classes, label_offset)
+    decoded = load_cache(cache_path) if cache_path is not None else None
+    if decoded is None:
+        decoded = decode_files(pairs, num_classes, label_offset)
+        if cache_path is not None:
+            save_cache(cache_path, decoded)
     if decoded.skipped and not skip_bad:
         raise BadSample(f"{decoded.skipped[0]}; {SKIP_HINT}.")
     if not decoded.names:
@@ -446,11 +441,13 @@ def resolve_segfolder(name: str) -> Entry:
     path = Path(name.split(":", 1)[1]).expanduser()
     if not path.is_dir():
         raise ZooError(f"{path} is not a folder; use segfolder:PATH with a folder of photos+masks.")
-    return _segfolder_entry(str(path.resolve()), name)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and CACHE_FOLDER not in p.parts)
+    return _segfolder_entry(str(path.resolve()), name, fingerprint([(f, f) for f in files]))
 
 
 @functools.lru_cache(maxsize=8)
-def _segfolder_entry(path_text: str, name: str) -> Entry:
+def _segfolder_entry(path_text: str, name: str, files_digest: str) -> Entry:
+    """The entry of one state of the folder: `files_digest` changes with any file in it."""
     path = Path(path_text)
     classes_file = path / "classes.txt"
     class_names = None
