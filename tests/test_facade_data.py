@@ -1,6 +1,7 @@
 """Facade datasets: loading, the decoded cache, segfolder:PATH, and every kind of bad input."""
 
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -125,6 +126,51 @@ def test_cmp_facade_without_files_or_network_is_one_clear_error(tmp_path, monkey
     monkeypatch.setattr(facade, "download", offline)
     with pytest.raises(ZooError, match="could not be downloaded"):
         load_dataset("cmp-facade", tmp_path)
+
+
+def write_cmp_source(folder, count):
+    """`count` photo/label pairs named like the base set's (cmp_b0001.jpg + cmp_b0001.png)."""
+    write_facade_pairs(folder, count, num_classes=12, offset=1)
+    for path in folder.iterdir():
+        path.rename(folder / f"cmp_b{int(path.stem[1:]) + 1:04d}{path.suffix}")
+
+
+def fake_cmp_download(source, monkeypatch):
+    """Make `download` write a zip of `source`'s files laid out as the official archive."""
+
+    def fetch(url, dest, md5=None):
+        assert url == facade.CMP_URL
+        dest.parent.mkdir(parents=True, exist_ok=True)  # as the real download does
+        with zipfile.ZipFile(dest, "w") as archive:
+            for path in sorted(source.iterdir()):
+                archive.write(path, f"base/{path.name}")
+            archive.writestr("base/readme.txt", "CMP Facade Database")
+
+    monkeypatch.setattr(facade, "download", fetch)
+
+
+def test_cmp_facade_is_downloaded_unpacked_and_verified(tmp_path, monkeypatch):
+    monkeypatch.setattr(facade, "SIZE", (32, 32))
+    write_cmp_source(tmp_path / "source", 10)
+    fake_cmp_download(tmp_path / "source", monkeypatch)
+    reference = tmp_path / "reference"
+    (reference / "images").mkdir(parents=True)
+    (reference / "labels").mkdir()
+    for path in (tmp_path / "source").iterdir():
+        sub = "images" if path.suffix == ".jpg" else "labels"
+        (reference / sub / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(facade, "CMP_DIGEST", facade.cmp_digest(reference))
+
+    data = load_dataset("cmp-facade", tmp_path / "data")
+    assert len(data.train) + len(data.val) + len(data.test) == 10
+    assert not (tmp_path / "data" / "cmp-facade" / "CMP_facade_DB_base.zip").exists()
+
+
+def test_a_cmp_download_that_differs_from_the_official_files_is_rejected(tmp_path, monkeypatch):
+    write_cmp_source(tmp_path / "source", 3)
+    fake_cmp_download(tmp_path / "source", monkeypatch)
+    with pytest.raises(ZooError, match="differ from the 378 official"):
+        load_dataset("cmp-facade", tmp_path / "data")
 
 
 def test_segfolder_infers_the_classes_and_carves_a_test_split(tmp_path, monkeypatch):
