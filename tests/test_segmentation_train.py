@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -33,7 +34,9 @@ def train(root, out, *extra):
 
 
 def test_a_segmentation_run_writes_its_record_figures_and_table(facade_root, tmp_path):
-    result = train(facade_root, tmp_path / "runs", "--augment", "--batch-size", "4")
+    result = train(
+        facade_root, tmp_path / "runs", "--augment", "--augment-scale", "0.8", "--batch-size", "4"
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = (tmp_path / "runs" / "mini-facade" / "unet-small").iterdir()
     assert "window" in result.stdout and "test IoU" in result.stdout
@@ -54,6 +57,7 @@ def test_a_segmentation_run_writes_its_record_figures_and_table(facade_root, tmp
     assert {p.name for p in (run_dir / "figures").iterdir()} == FIGURES
     saved = json.loads((run_dir / "config.json").read_text())["config"]
     assert saved["eval_batch_size"] == 16 and saved["skip_bad"] is False
+    assert saved["augment_scale"] == 0.8 and saved["augment_color"] == 0.2
 
     result = runner.invoke(app, ["eval", str(run_dir), "--data-dir", str(facade_root)])
     assert result.exit_code == 0, result.output
@@ -99,6 +103,19 @@ def test_a_bad_sample_stops_the_run_or_is_skipped_and_listed(facade_root, tmp_pa
     result = runner.invoke(app, ["eval", str(run_dir), "--data-dir", str(facade_root)])
     assert result.exit_code == 0, result.output  # eval skips the same files
     assert "1 bad samples were left out" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ("--augment-scale", "--augment-scale must be in (0, 1]"),
+        ("--augment-color", "--augment-color"),
+    ],
+)
+def test_bad_augmentation_settings_are_rejected_before_any_work(tmp_path, option, message):
+    result = train(tmp_path, tmp_path / "runs", option, "1.5")
+    assert result.exit_code == 1 and message in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_segmentation_models_default_to_small_batches():

@@ -91,6 +91,13 @@ def train(
             "scale/crop and brightness/contrast on photo and mask together (segmentation)."
         ),
     ] = False,
+    augment_scale: Annotated[
+        float,
+        typer.Option(help="Segmentation --augment: smallest random crop, as a share of the area."),
+    ] = 0.5,
+    augment_color: Annotated[
+        float, typer.Option(help="Segmentation --augment: brightness/contrast limit (0 = off).")
+    ] = 0.2,
     limit_train: Annotated[
         int | None, typer.Option(help="Train on N images of the (shuffled) training split only.")
     ] = None,
@@ -131,6 +138,8 @@ def train(
         channels_last=channels_last,
         compile=compile,
         augment=augment,
+        augment_scale=augment_scale,
+        augment_color=augment_color,
         limit_train=limit_train,
         val_fraction=val_fraction,
         split_seed=split_seed,

@@ -35,6 +35,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     augment: bool = False  # classification: random crop (pad 2) + flip; segmentation: joint
     # albumentations flip + random scale/crop + brightness/contrast (zoo.data.transforms)
+    augment_scale: float = (
+        0.5  # segmentation --augment: smallest crop, share of the area (1 = none)
+    )
+    augment_color: float = 0.2  # segmentation --augment: brightness/contrast limit (0 = none)
     val_fraction: float = 0.1  # share of train held out for model selection
     split_seed: int = 0  # seeds the validation split only, so all runs share it
     limit_train: int | None = None  # use only the first N training images (quick runs)
@@ -85,6 +89,14 @@ class TrainConfig:
             (
                 self.limit_train is None or self.limit_train >= 1,
                 f"--limit-train must be at least 1, got {self.limit_train}.",
+            ),
+            (
+                0 < self.augment_scale <= 1,
+                f"--augment-scale must be in (0, 1], got {self.augment_scale}.",
+            ),
+            (
+                0 <= self.augment_color < 1,
+                f"--augment-color must be in [0, 1), got {self.augment_color}.",
             ),
             (
                 0 <= self.label_smoothing < 1,

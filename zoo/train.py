@@ -402,7 +402,13 @@ def train_epochs(trainer, data, config, run_dir, record, history, console, stop)
     segmentation = info.task == "segmentation"
     transform = None
     if config.augment:
-        transform = joint_augmentation() if segmentation else random_crop_flip()
+        transform = (
+            joint_augmentation(
+                scale=(config.augment_scale, 1.0), brightness_contrast=config.augment_color
+            )
+            if segmentation
+            else random_crop_flip()
+        )
     steps_per_epoch = num_batches(data.train, config.batch_size)
     best_score = -math.inf
     with make_progress(console) as progress:
