@@ -44,6 +44,7 @@ def test_a_segmentation_run_writes_its_record_figures_and_table(facade_root, tmp
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "completed" and record["task"] == "segmentation"
     assert record["num_parameters"] == 465_857 and "skipped_samples" not in record
+    assert record["train_images_per_second"] > 0
     for split in ("val", "test"):
         m = record[split]
         assert set(m["per_class"]) == {"others", "facade", "pillar", "window", "balcony"}

@@ -366,6 +366,7 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
         record["train_images_per_second"] = statistics.median(
             row["train_images_per_second"] for row in history
         )
+        results.write_json(run_dir / results.METRICS, record)  # evaluate_run reads it back
     if status == "completed":
         try:
             final = evaluate_run(
@@ -395,8 +396,6 @@ def checkpoint_metadata(config: TrainConfig, info: DatasetInfo, epoch: int) -> d
 
 def train_epochs(trainer, data, config, run_dir, record, history, console, stop) -> None:
     """The epoch loop: train, validate, checkpoint, append to the history, update the record."""
-    from zoo.metrics import confusion_from_labels, iou_from_confusion
-
     info = data.info
     generator = torch.Generator().manual_seed(config.seed)
     segmentation = info.task == "segmentation"
@@ -456,6 +455,8 @@ def train_epochs(trainer, data, config, run_dir, record, history, console, stop)
             }
             score = val_accuracy
             if segmentation:
+                from zoo.metrics import confusion_from_labels, iou_from_confusion
+
                 confusion = confusion_from_labels(val_predictions, val_targets, info.num_classes)
                 row["val_mean_iou"] = score = iou_from_confusion(confusion).nanmean().item()
             history.append(row)
@@ -470,10 +471,11 @@ def train_epochs(trainer, data, config, run_dir, record, history, console, stop)
             results.write_json(run_dir / results.METRICS, record)
             miou = f" mIoU {row['val_mean_iou']:.4f}" if segmentation else ""
             rate = train["images"] / train["seconds"]
+            rate_text = f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"  # unet-small: ~5 img/s
             console.print(
                 f"epoch {epoch:>3}/{config.epochs}  train loss {train['loss']:.4f} "
                 f"acc {train['accuracy']:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f}"
-                f"{miou} | {rate:,.0f} img/s, {train['seconds']:.1f}s",
+                f"{miou} | {rate_text} img/s, {train['seconds']:.1f}s",
                 highlight=False,
             )
             if stop.requested:  # Ctrl-C during validation: this epoch is saved, stop here
