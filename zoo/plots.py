@@ -53,7 +53,7 @@ def plot_per_class(values: dict[str, dict[str, float | None]], ylabel: str) -> F
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set(ylabel=ylabel, ylim=(0, 1.08), title=f"per-class {ylabel}")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")  # low scores (segmentation) would hide under a fixed corner
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
