@@ -63,3 +63,41 @@ needs_real_data = pytest.mark.skipif(
 def fashion_root(request) -> Path:
     """The real Fashion-MNIST root when ZOO_DATA holds it, else the tiny look-alike."""
     return real_data_root() or request.getfixturevalue("tiny_root")
+
+
+def write_facade_pairs(
+    folder: Path,
+    count: int,
+    *,
+    size: int = 32,
+    num_classes: int = 5,
+    offset: int = 0,
+    seed: int = 0,
+) -> None:
+    """`count` JPEG photos with same-name PNG masks: vertical bands of class ids (plus `offset`),
+    each class drawn in its own colour with noise, so a net can learn the mapping."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = rng.integers(0, 256, size=(num_classes, 3))
+    for i in range(count):
+        bands = rng.integers(0, num_classes, size=4)
+        mask = np.repeat(bands, -(-size // 4))[:size][None, :].repeat(size, 0)
+        image = colours[mask] + rng.integers(-20, 20, size=(size, size, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"f{i:03d}.jpg")
+        Image.fromarray((mask + offset).astype(np.uint8), mode="L").save(folder / f"f{i:03d}.png")
+
+
+@pytest.fixture
+def facade_root(tmp_path, monkeypatch) -> Path:
+    """A data root with a tiny Mini Facade look-alike (24 train + 6 test_dev pairs, 32x32); the
+    stored size is 32x32 too, so tests stay fast."""
+    from zoo.data import facade
+
+    monkeypatch.setattr(facade, "SIZE", (32, 32))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    root = tmp_path / "data"
+    write_facade_pairs(root / "mini-facade" / "train", 24, seed=0)
+    write_facade_pairs(root / "mini-facade" / "test_dev", 6, seed=1)
+    return root

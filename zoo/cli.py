@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from zoo.errors import UnknownNameError, ZooError
+from zoo.errors import ZooError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -67,7 +67,9 @@ def train(
     ],
     dataset: Annotated[str | None, typer.Option(help="Dataset name; default: the model's.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 15,
-    batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = 128,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per optimizer step; default 128, segmentation 8.")
+    ] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
     optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = Optimizer.adam,
@@ -82,14 +84,37 @@ def train(
     amp_dtype: Annotated[AmpDtype, typer.Option(help="Autocast dtype.")] = AmpDtype.float16,
     channels_last: Annotated[bool, typer.Option(help="NHWC memory format.")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    augment: Annotated[bool, typer.Option(help="Random crop + flip on training batches.")] = False,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            help="Augment training batches: random crop + flip (classification); flip, random "
+            "scale/crop and brightness/contrast on photo and mask together (segmentation)."
+        ),
+    ] = False,
+    augment_scale: Annotated[
+        float,
+        typer.Option(help="Segmentation --augment: smallest random crop, as a share of the area."),
+    ] = 0.5,
+    augment_color: Annotated[
+        float, typer.Option(help="Segmentation --augment: brightness/contrast limit (0 = off).")
+    ] = 0.2,
     limit_train: Annotated[
         int | None, typer.Option(help="Train on N images of the (shuffled) training split only.")
     ] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of train held out for val.")] = 0.1,
     split_seed: Annotated[int, typer.Option(help="Seed of the val split (not of training).")] = 0,
-    eval_batch_size: Annotated[int, typer.Option(help="Images per evaluation batch.")] = 1024,
+    eval_batch_size: Annotated[
+        int | None, typer.Option(help="Images per evaluation batch; default 1024, segm. 16.")
+    ] = None,
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing.")] = 0.0,
+    skip_bad_samples: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad-samples",
+            help="Leave out unusable image/mask files (listed in the run record) instead of "
+            "stopping.",
+        ),
+    ] = False,
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where run folders go.")] = Path("results"),
     pretrained: Annotated[
@@ -119,11 +144,14 @@ def train(
         channels_last=channels_last,
         compile=compile,
         augment=augment,
+        augment_scale=augment_scale,
+        augment_color=augment_color,
         limit_train=limit_train,
         val_fraction=val_fraction,
         split_seed=split_seed,
         eval_batch_size=eval_batch_size,
         label_smoothing=label_smoothing,
+        skip_bad=skip_bad_samples,
         data_dir=str(data_dir) if data_dir else None,
         out=str(out_dir),
         pretrained=pretrained,
@@ -160,6 +188,44 @@ def eval_(
     print_metrics(record)
 
 
+@app.command()
+@user_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files to predict.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where masks go; default RUN_DIR/predictions.")
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    top_k: Annotated[int, typer.Option(help="Classes shown per image (classification).")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+):
+    """Predict IMAGES with a run's checkpoint: top-k classes, or a colour-coded mask + overlay."""
+    from zoo.predict import predict_files
+    from zoo.train import resolve_device
+
+    if checkpoint not in ("best", "last"):
+        raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
+    predictions, errors = predict_files(
+        run_dir,
+        images,
+        out_dir=out_dir,
+        checkpoint=f"{checkpoint}.safetensors",
+        device=resolve_device(device),
+        top_k=top_k,
+    )
+    for prediction in predictions:
+        if prediction.mask is not None:
+            out.print(f"{prediction.image}: {prediction.mask}, {prediction.overlay}")
+        else:
+            top = ", ".join(f"{name} {p:.3f}" for name, p in prediction.top_classes)
+            out.print(f"{prediction.image}: {top}", highlight=False)
+    for error in errors:
+        err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+    if errors:
+        raise typer.Exit(1)
+
+
 @app.command("list")
 @user_errors
 def list_(
@@ -179,11 +245,7 @@ def list_(
     for name in list_models(pattern, task.value if task else None):
         entry = get_model_entry(name)
         with torch.device("meta"):  # shapes only: no memory, no init time
-            try:
-                model = create_model(name)
-            except UnknownNameError:  # its default dataset is not registered: factory defaults
-                model = entry.factory()
-            count = sum(p.numel() for p in model.parameters())
+            count = sum(p.numel() for p in create_model(name).parameters())
         table.add_row(name, entry.task, entry.dataset, f"{count:,}", entry.description)
     out.print(table)
 
@@ -237,6 +299,9 @@ def format_score(value: float | None, digits: int = 3) -> str:
 
 def print_metrics(record: dict) -> None:
     """Per-class table (val and test) plus the overall figures of a run."""
+    if record.get("task") == "segmentation":
+        print_segmentation_metrics(record)
+        return
     splits = ("val", "test")
     table = Table(title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint')})")
     table.add_column("class")
@@ -250,3 +315,28 @@ def print_metrics(record: dict) -> None:
     overall = [record[s][m] for s in splits for m in ("accuracy", "mean_ap")]
     table.add_row("[bold]overall", *(format_score(v, 4) for v in overall))
     out.print(table)
+
+
+def print_segmentation_metrics(record: dict) -> None:
+    """Per-class AP, IoU and pixel accuracy (val and test), then their means."""
+    cell = format_score
+
+    table = Table(
+        title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint', '')})"
+    )
+    table.add_column("class")
+    for split in ("val", "test"):
+        for metric in ("AP", "IoU", "acc"):
+            table.add_column(f"{split} {metric}", justify="right")
+    columns = ("ap", "iou", "accuracy")
+    for name in record["class_names"]:
+        cells = [cell(record[s]["per_class"][name][m]) for s in ("val", "test") for m in columns]
+        table.add_row(name, *cells)
+    table.add_section()
+    means = ("mean_ap", "mean_iou", "pixel_accuracy")
+    table.add_row("[bold]overall", *(cell(record[s][m], 4) for s in ("val", "test") for m in means))
+    out.print(table)
+    if record["test"].get("ap_method", "exact") != "exact":
+        out.print(f"AP computed from {record['test']['ap_method']}, not exactly.")
+    if record.get("skipped_samples"):
+        out.print(f"{len(record['skipped_samples'])} bad samples were left out (see metrics.json).")

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -48,6 +49,7 @@ def plot_per_class(values: dict[str, dict[str, float | None]], ylabel: str) -> F
     width = 0.8 / len(splits)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 3.8))
     for i, split in enumerate(splits):
+        # An undefined score (None: the class is absent from the split) gets no bar.
         heights = [np.nan if values[split][n] is None else values[split][n] for n in names]
         bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, heights, width, label=split)
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
@@ -173,6 +175,89 @@ def save_classification_figures(
     weight = first_conv_weight(model)
     if weight is not None:
         figures["filters.png"] = plot_filters(weight)
+    for filename, fig in figures.items():
+        save_figure(fig, folder / filename)
+    return [folder / filename for filename in figures]
+
+
+def colorize(mask: torch.Tensor, palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 RGB in the dataset's palette."""
+    return np.asarray(palette, dtype=np.uint8)[mask.long().numpy()]
+
+
+def plot_segmentation_examples(
+    images: torch.Tensor,
+    predictions: torch.Tensor,
+    targets: torch.Tensor,
+    indices: list[int],
+    labels: list[str],
+    class_names: list[str],
+    palette: tuple[tuple[int, int, int], ...],
+) -> Figure:
+    """One row per chosen image: input | prediction | ground truth, colour-coded by class, each
+    row labelled (e.g. "best 1, IoU 0.81"), with a legend of the class colours."""
+    rows = len(indices)
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.4 * rows + 0.6), squeeze=False)
+    for row, (index, label) in enumerate(zip(indices, labels, strict=True)):
+        panels = (
+            images[index].permute(1, 2, 0).numpy(),
+            colorize(predictions[index], palette),
+            colorize(targets[index], palette),
+        )
+        for col, (ax, panel) in enumerate(zip(axes[row], panels, strict=True)):
+            ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(("input", "prediction", "ground truth")[col], fontsize=9)
+        axes[row][0].set_ylabel(label, fontsize=8)
+    handles = [
+        matplotlib.patches.Patch(color=np.asarray(colour) / 255, label=name)
+        for name, colour in zip(class_names, palette, strict=True)
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def save_segmentation_figures(
+    folder: Path, history: list[dict], record: dict, model, test_split, test_probs, info
+) -> list[Path]:
+    """The figures of a segmentation run; returns the files written.
+
+    `examples.png` shows the test images with the highest and the lowest mean IoU.
+    """
+    from zoo.metrics import per_image_mean_iou
+
+    names = list(info.class_names)
+    palette = info.palette
+    if palette is None:
+        from zoo.data.facade import default_palette
+
+        palette = default_palette(len(names))
+
+    def per_class(metric: str) -> dict[str, dict[str, float | None]]:
+        return {s: {n: record[s]["per_class"][n][metric] for n in names} for s in ("val", "test")}
+
+    predictions = test_probs.argmax(1)
+    scores = per_image_mean_iou(predictions, test_split.targets, len(names))
+    order = scores.nan_to_num(-1.0).argsort(descending=True).tolist()
+    count = min(3, len(order) // 2) or 1
+    chosen = order[:count] + order[::-1][:count][::-1]
+    labels = [f"best {k + 1}" for k in range(count)] + [f"worst {count - k}" for k in range(count)]
+    labels = [f"{label}, IoU {scores[i]:.2f}" for label, i in zip(labels, chosen, strict=True)]
+    figures = {
+        "per_class_ap.png": plot_per_class(per_class("ap"), "average precision"),
+        "per_class_iou.png": plot_per_class(per_class("iou"), "IoU"),
+        "confusion_matrix.png": plot_confusion(
+            record["test"]["confusion_matrix"], names, "test confusion matrix (pixels)"
+        ),
+        "examples.png": plot_segmentation_examples(
+            test_split.images, predictions, test_split.targets, chosen, labels, names, palette
+        ),
+    }
+    if history:
+        figures["curves.png"] = plot_curves(history)
     for filename, fig in figures.items():
         save_figure(fig, folder / filename)
     return [folder / filename for filename in figures]

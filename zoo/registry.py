@@ -77,9 +77,10 @@ class Registry:
     def get(self, name: str) -> Entry:
         if name in self.entries:
             return self.entries[name]
-        prefix, sep, _ = name.partition("/")
-        if sep and prefix in self.prefixes:
-            return self.prefixes[prefix](name)
+        for separator in ("/", ":"):  # timm/resnet18, segfolder:PATH
+            prefix, sep, _ = name.partition(separator)
+            if sep and prefix in self.prefixes:
+                return self.prefixes[prefix](name)
         raise self.unknown(name)
 
     def unknown(self, name: str, candidates: list[str] | None = None) -> UnknownNameError:

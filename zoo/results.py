@@ -70,8 +70,10 @@ def read_json(path: Path) -> dict:
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
+    """HISTORY_COLUMNS, then any task-specific columns of the rows (e.g. val_mean_iou)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    extra = [key for key in (rows[0] if rows else {}) if key not in HISTORY_COLUMNS]
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS + extra, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())

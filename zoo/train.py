@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from zoo import results
 from zoo.config import TrainConfig
 from zoo.data.base import DatasetInfo, Split, iterate_batches, load_dataset, num_batches
-from zoo.data.transforms import random_crop_flip
+from zoo.data.transforms import joint_augmentation, random_crop_flip
 from zoo.errors import ZooError
 from zoo.registry import create_model, get_model_entry
 
@@ -280,8 +280,11 @@ def build_model(
 
 
 def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
-    """Train `config.model`, keep the best (by val accuracy) and last checkpoints, evaluate the
-    best one on val and test, and write the run record and figures.
+    """Train `config.model`, keep the best (by val accuracy; segmentation: by val mean IoU) and
+    last checkpoints, evaluate the best one on val and test, and write the run record and figures.
+
+    Segmentation selects by mean IoU rather than mean AP because IoU comes from the confusion
+    matrix in one pass, while exact AP sorts every validation pixel once per class per epoch.
 
     Ctrl-C and a diverging loss do not raise: the result's status says what happened, and the
     record on disk says the same, with the checkpoints of the last good state kept.
@@ -299,6 +302,7 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
         val_fraction=config.val_fraction,
         split_seed=config.split_seed,
         limit_train=config.limit_train,
+        skip_bad=config.skip_bad,
     )
     if data.info.task != entry.task:
         raise ZooError(
@@ -330,6 +334,13 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
         "epochs_completed": 0,
         "best_epoch": None,
     }
+    if data.skipped:
+        record["skipped_samples"] = list(data.skipped)
+        console.print(
+            f"[yellow]Warning:[/yellow] left out {len(data.skipped)} bad samples "
+            f"(listed in {run_dir / results.METRICS}), e.g. {data.skipped[0]}",
+            highlight=False,
+        )
     results.write_json(run_dir / results.METRICS, record)
     console.print(
         f"Training [bold]{config.model}[/bold] on {config.dataset} ({len(data.train)} train / "
@@ -368,6 +379,7 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
         record["train_images_per_second"] = statistics.median(
             row["train_images_per_second"] for row in history
         )
+        results.write_json(run_dir / results.METRICS, record)  # evaluate_run reads it back
     if status == "completed":
         try:
             final = evaluate_run(
@@ -399,9 +411,18 @@ def train_epochs(trainer, data, config, run_dir, record, history, console, stop)
     """The epoch loop: train, validate, checkpoint, append to the history, update the record."""
     info = data.info
     generator = torch.Generator().manual_seed(config.seed)
-    transform = random_crop_flip() if config.augment else None
+    segmentation = info.task == "segmentation"
+    transform = None
+    if config.augment:
+        transform = (
+            joint_augmentation(
+                scale=(config.augment_scale, 1.0), brightness_contrast=config.augment_color
+            )
+            if segmentation
+            else random_crop_flip()
+        )
     steps_per_epoch = num_batches(data.train, config.batch_size)
-    best_accuracy = -math.inf
+    best_score = -math.inf
     with make_progress(console) as progress:
         for epoch in range(1, config.epochs + 1):
             task = progress.add_task(
@@ -432,32 +453,42 @@ def train_epochs(trainer, data, config, run_dir, record, history, console, stop)
                 trainer.step_model, data.val, info, trainer.device, trainer.precision,
                 config.eval_batch_size, config.channels_last,
             )  # fmt: skip
-            val_accuracy = (val_probs.argmax(1) == val_targets).float().mean().item()
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train["loss"],
-                    "train_accuracy": train["accuracy"],
-                    "val_loss": val_loss,
-                    "val_accuracy": val_accuracy,
-                    "lr": lr,
-                    "epoch_seconds": train["seconds"],
-                    "train_images_per_second": train["images"] / train["seconds"],
-                }
-            )
+            val_predictions = val_probs.argmax(1)
+            del val_probs
+            val_accuracy = (val_predictions == val_targets).float().mean().item()  # per pixel
+            row = {
+                "epoch": epoch,
+                "train_loss": train["loss"],
+                "train_accuracy": train["accuracy"],
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "lr": lr,
+                "epoch_seconds": train["seconds"],
+                "train_images_per_second": train["images"] / train["seconds"],
+            }
+            score = val_accuracy
+            if segmentation:
+                from zoo.metrics import confusion_from_labels, iou_from_confusion
+
+                confusion = confusion_from_labels(val_predictions, val_targets, info.num_classes)
+                row["val_mean_iou"] = score = iou_from_confusion(confusion).nanmean().item()
+            history.append(row)
             meta = checkpoint_metadata(config, info, epoch)
             results.save_checkpoint(run_dir / results.LAST, trainer.model, meta)
-            if val_accuracy > best_accuracy:
-                best_accuracy = val_accuracy
+            if score > best_score:
+                best_score = score
                 record["best_epoch"] = epoch
                 results.save_checkpoint(run_dir / results.BEST, trainer.model, meta)
             record["epochs_completed"] = epoch
             results.write_history(run_dir / results.HISTORY, history)
             results.write_json(run_dir / results.METRICS, record)
+            miou = f" mIoU {row['val_mean_iou']:.4f}" if segmentation else ""
+            rate = train["images"] / train["seconds"]
+            rate_text = f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"  # unet-small: ~5 img/s
             console.print(
                 f"epoch {epoch:>3}/{config.epochs}  train loss {train['loss']:.4f} "
-                f"acc {train['accuracy']:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f} "
-                f"| {train['images'] / train['seconds']:,.0f} img/s, {train['seconds']:.1f}s",
+                f"acc {train['accuracy']:.4f} | val loss {val_loss:.4f} acc {val_accuracy:.4f}"
+                f"{miou} | {rate_text} img/s, {train['seconds']:.1f}s",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -482,7 +513,7 @@ def evaluate_run(
     replaces the record's status in the same write as the metrics.
     """
     from zoo import plots
-    from zoo.metrics import classification_metrics
+    from zoo.metrics import classification_metrics, segmentation_metrics
 
     run_dir = Path(run_dir)
     console = console or Console(stderr=True)
@@ -495,6 +526,7 @@ def evaluate_run(
             data_dir or config.data_dir,
             val_fraction=config.val_fraction,
             split_seed=config.split_seed,
+            skip_bad=config.skip_bad,
         )
         if device.type == "cuda":
             data = data.to(device)
@@ -516,10 +548,11 @@ def evaluate_run(
         probs, targets, loss = predict(
             model, split, info, device, precision, config.eval_batch_size, config.channels_last
         )
-        metrics = classification_metrics(probs, targets, info.class_names)
-        split_metrics[name] = {"loss": loss, **metrics}
+        score = segmentation_metrics if info.task == "segmentation" else classification_metrics
+        split_metrics[name] = {"loss": loss, **score(probs, targets, info.class_names)}
         if name == "test":
             test_probs = probs
+        del probs
     record |= {
         "checkpoint": checkpoint,
         "eval_precision": precision.label,
@@ -531,8 +564,11 @@ def evaluate_run(
 
     history_path = run_dir / results.HISTORY
     history = results.read_history(history_path) if history_path.exists() else []
-    plots.save_classification_figures(
-        run_dir / results.FIGURES, history, record, model, data.test, test_probs, info
+    save_figures = (
+        plots.save_segmentation_figures
+        if info.task == "segmentation"
+        else plots.save_classification_figures
     )
+    save_figures(run_dir / results.FIGURES, history, record, model, data.test, test_probs, info)
     results.write_json(run_dir / results.METRICS, record)
     return record

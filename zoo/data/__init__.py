@@ -1,6 +1,9 @@
 """Datasets: importing a dataset module registers it."""
 
-from zoo.data import fashion_mnist  # noqa: F401  (registers "fashion-mnist")
+from zoo.data import (
+    facade,  # noqa: F401  (registers mini-facade, cmp-facade, segfolder:)
+    fashion_mnist,  # noqa: F401  (registers "fashion-mnist")
+)
 from zoo.data.base import (
     DatasetInfo,
     Split,

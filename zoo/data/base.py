@@ -43,6 +43,7 @@ class Split:
 
     images: torch.Tensor
     targets: torch.Tensor
+    skipped: tuple[str, ...] = ()  # bad source files left out (skip_bad), a sentence each
 
     def __len__(self) -> int:
         return len(self.images)
@@ -64,6 +65,7 @@ class Splits:
     train: Split
     val: Split
     test: Split
+    skipped: tuple[str, ...] = ()  # bad source files the loader left out (skip_bad)
 
     def to(self, device: torch.device) -> Splits:
         """All splits on `device`: on a GPU, batches are then sliced there with no host copy."""
@@ -73,7 +75,9 @@ class Splits:
 def register_dataset(info: DatasetInfo):
     """Decorator: register `load(root: Path, download: bool) -> dict[str, Split]` for `info.name`.
 
-    The loader returns "train" and "test" (and "val" if the dataset defines one).
+    The loader returns "train" and "test" (and "val" if the dataset defines one). Segmentation
+    loaders also take `skip_bad`: leave out unusable files instead of raising, and list them in
+    the returned splits' `skipped`.
     """
     return DATASETS.register(info.name, task=info.task, description=info.description, info=info)
 
@@ -108,15 +112,19 @@ def load_dataset(
     split_seed: int = 0,
     limit_train: int | None = None,
     download: bool = True,
+    skip_bad: bool = False,
 ) -> Splits:
     """Load dataset `name` into memory and carve a seeded validation split out of train.
 
     The split depends on `split_seed` only, never on the training seed, so every run of every
     model on a dataset is selected on the same validation images; the test split is never used
     for selection. `limit_train` keeps the first N shuffled training images (for quick runs).
+    `skip_bad` (segmentation datasets) leaves out unusable files; `Splits.skipped` lists them.
     """
     entry = DATASETS.get(name)
-    splits = entry.factory(resolve_data_root(data_dir), download=download)
+    options = {"skip_bad": skip_bad} if entry.task == "segmentation" else {}
+    splits = entry.factory(resolve_data_root(data_dir), download=download, **options)
+    skipped = tuple(line for split in splits.values() for line in split.skipped)
     train, test = splits["train"], splits["test"]
     if "val" in splits:
         val = splits["val"]
@@ -128,7 +136,7 @@ def load_dataset(
         train, val = train.subset(order[num_val:]), train.subset(order[:num_val])
     if limit_train is not None:
         train = train.subset(torch.arange(min(limit_train, len(train))))
-    return Splits(entry.info, train, val, test)
+    return Splits(entry.info, train, val, test, skipped)
 
 
 def md5sum(path: Path) -> str:

@@ -27,3 +27,49 @@ def random_crop_flip(padding: int = 2, flip: bool = True):
         return images.contiguous(), targets
 
     return transform
+
+
+def joint_augmentation(
+    *,
+    flip: bool = True,
+    scale: tuple[float, float] = (0.5, 1.0),
+    brightness_contrast: float = 0.2,
+):
+    """Segmentation augmentation with albumentations, applied to each photo and its mask together:
+    horizontal flip, a random crop of `scale` of the area resized back to the input size (masks
+    with nearest neighbours), and random brightness/contrast on the photo only.
+
+    Same signature as `random_crop_flip`'s transform; (B, 3, H, W) uint8 photos and (B, H, W)
+    masks in, the same shapes out. The batch's seed comes from `generator`, so runs repeat.
+    """
+    import albumentations as A
+    import numpy as np
+
+    pipelines: dict[tuple[int, int], A.Compose] = {}  # built once per input size
+
+    def pipeline_for(height: int, width: int) -> A.Compose:
+        if (height, width) not in pipelines:
+            steps = [A.HorizontalFlip(p=0.5)] if flip else []
+            if scale != (1.0, 1.0):
+                steps.append(A.RandomResizedCrop(size=(height, width), scale=scale, p=1.0))
+            if brightness_contrast:
+                steps.append(
+                    A.RandomBrightnessContrast(brightness_contrast, brightness_contrast, p=0.5)
+                )
+            pipelines[height, width] = A.Compose(steps)
+        return pipelines[height, width]
+
+    def transform(images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None):
+        pipeline = pipeline_for(*images.shape[-2:])
+        pipeline.set_random_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        photos = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C) views, no copy
+        masks = targets.numpy()
+        out_images, out_masks = np.empty_like(photos), np.empty_like(masks)
+        for i in range(len(photos)):
+            result = pipeline(image=photos[i], mask=masks[i])
+            out_images[i], out_masks[i] = result["image"], result["mask"]
+        return torch.from_numpy(out_images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(
+            out_masks
+        )
+
+    return transform

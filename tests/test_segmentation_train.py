@@ -1,0 +1,154 @@
+"""`zoo train` / `zoo eval` on a tiny facade look-alike, through Typer's CliRunner."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from zoo.cli import app
+from zoo.config import TrainConfig
+from zoo.data import get_dataset_info
+from zoo.data.transforms import joint_augmentation
+
+runner = CliRunner()
+FIGURES = {
+    "curves.png",
+    "per_class_ap.png",
+    "per_class_iou.png",
+    "confusion_matrix.png",
+    "examples.png",
+}
+
+
+def record_palette():
+    return get_dataset_info("mini-facade").palette
+
+
+def train(root, out, *extra):
+    args = ["train", "unet-small", "--data-dir", str(root), "--out", str(out), "--epochs", "1"]
+    return runner.invoke(app, [*args, *extra])
+
+
+def test_a_segmentation_run_writes_its_record_figures_and_table(facade_root, tmp_path):
+    result = train(
+        facade_root, tmp_path / "runs", "--augment", "--augment-scale", "0.8", "--batch-size", "4"
+    )
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "mini-facade" / "unet-small").iterdir()
+    assert "window" in result.stdout and "test IoU" in result.stdout
+
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["task"] == "segmentation"
+    assert record["num_parameters"] == 465_857 and "skipped_samples" not in record
+    assert record["train_images_per_second"] > 0
+    for split in ("val", "test"):
+        m = record[split]
+        assert set(m["per_class"]) == {"others", "facade", "pillar", "window", "balcony"}
+        assert m["ap_method"] == "exact" and 0 <= m["mean_ap"] <= 1
+        assert 0 <= m["mean_iou"] <= 1 and 0 <= m["pixel_accuracy"] <= 1
+        assert sum(map(sum, m["confusion_matrix"])) == m["num_pixels"]
+    assert record["test"]["num_pixels"] == 6 * 32 * 32
+    with open(run_dir / "history.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert 0 <= float(row["val_mean_iou"]) <= 1
+    assert {p.name for p in (run_dir / "figures").iterdir()} == FIGURES
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    assert saved["eval_batch_size"] == 16 and saved["skip_bad"] is False
+    assert saved["augment_scale"] == 0.8 and saved["augment_color"] == 0.2
+
+    result = runner.invoke(app, ["eval", str(run_dir), "--data-dir", str(facade_root)])
+    assert result.exit_code == 0, result.output
+    after = json.loads((run_dir / "metrics.json").read_text())
+    assert after["test"]["mean_ap"] == record["test"]["mean_ap"]
+
+    # zoo predict: a mask and an overlay per readable image at its own size; a bad file is
+    # named on stderr while the others are still written.
+    photo = facade_root / "mini-facade" / "test_dev" / "f001.jpg"
+    Image.open(photo).resize((40, 24)).save(tmp_path / "odd-size.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    files = [photo, tmp_path / "broken.jpg", tmp_path / "odd-size.jpg"]
+    result = runner.invoke(
+        app, ["predict", str(run_dir), *map(str, files), "--out", str(tmp_path / "pred")]
+    )
+    assert result.exit_code == 1 and "broken.jpg" in result.stderr
+    assert "Traceback" not in result.output
+    written = {p.name for p in (tmp_path / "pred").iterdir()}
+    assert written == {
+        "f001_mask.png",
+        "f001_overlay.png",
+        "odd-size_mask.png",
+        "odd-size_overlay.png",
+    }
+    mask = np.asarray(Image.open(tmp_path / "pred" / "odd-size_mask.png"))
+    assert mask.shape == (24, 40, 3)
+    palette = {tuple(c) for c in record_palette()}
+    assert {tuple(c) for c in mask.reshape(-1, 3)} <= palette, "only palette colours"
+
+
+def test_a_bad_sample_stops_the_run_or_is_skipped_and_listed(facade_root, tmp_path):
+    bad_mask = facade_root / "mini-facade" / "train" / "f005.png"
+    bad_mask.unlink()
+    result = train(facade_root, tmp_path / "runs")
+    assert result.exit_code == 1 and str(bad_mask) in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+    result = train(facade_root, tmp_path / "runs", "--skip-bad-samples", "--limit-train", "4")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "mini-facade" / "unet-small").iterdir()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert len(record["skipped_samples"]) == 1 and str(bad_mask) in record["skipped_samples"][0]
+    result = runner.invoke(app, ["eval", str(run_dir), "--data-dir", str(facade_root)])
+    assert result.exit_code == 0, result.output  # eval skips the same files
+    assert "1 bad samples were left out" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ("--augment-scale", "--augment-scale must be in (0, 1]"),
+        ("--augment-color", "--augment-color"),
+    ],
+)
+def test_bad_augmentation_settings_are_rejected_before_any_work(tmp_path, option, message):
+    result = train(tmp_path, tmp_path / "runs", option, "1.5")
+    assert result.exit_code == 1 and message in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_segmentation_models_default_to_small_batches():
+    assert TrainConfig(model="unet-small").batch_size == 8
+    assert TrainConfig(model="baseline-cnn").batch_size == 128
+
+
+def test_joint_augmentation_moves_photo_and_mask_together():
+    images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    images[:, :, :, :8] = 200  # a bright band on the left, labelled class 1
+    masks = torch.zeros(4, 32, 32, dtype=torch.uint8)
+    masks[:, :, :8] = 1
+    transform = joint_augmentation(brightness_contrast=0)
+    out_images, out_masks = transform(images, masks, torch.Generator().manual_seed(0))
+    assert out_images.shape == images.shape and out_masks.shape == masks.shape
+    assert out_images.dtype == torch.uint8 and out_masks.dtype == torch.uint8
+    agreement = ((out_images[:, 0] > 100) == (out_masks == 1)).float().mean()
+    assert agreement > 0.95, "the mask follows the photo (up to interpolated edge pixels)"
+    assert not torch.equal(out_masks, masks), "something was flipped or cropped"
+    again = transform(images, masks, torch.Generator().manual_seed(0))
+    assert torch.equal(again[1], out_masks), "seeded by the generator"
+
+
+def test_predict_with_a_classification_run_prints_the_top_classes(tiny_root, tmp_path):
+    args = ["train", "baseline-cnn", "--data-dir", str(tiny_root), "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, [*args, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "r" / "fashion-mnist" / "baseline-cnn").iterdir()
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(tmp_path / "grey.png")
+    result = runner.invoke(
+        app, ["predict", str(run_dir), str(tmp_path / "grey.png"), "--top-k", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip()
+    assert line.startswith(str(tmp_path / "grey.png")) and line.count(", ") == 2

@@ -1,0 +1,118 @@
+"""`zoo predict`: run a trained checkpoint on image files, as `zoo train` preprocessed its data.
+
+Segmentation runs write a colour-coded mask and an overlay per image, at the photo's own size;
+classification runs return the top-k classes with their probabilities. One unreadable file is
+reported and the others are still processed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from zoo import results
+from zoo.config import TrainConfig
+from zoo.data.base import DatasetInfo, get_dataset_info, normalize
+from zoo.errors import ZooError
+
+OVERLAY_ALPHA = 0.5  # share of the mask colour in the overlay
+
+
+@dataclass
+class Prediction:
+    image: Path
+    top_classes: list[tuple[str, float]] = field(default_factory=list)  # classification
+    mask: Path | None = None  # segmentation: colour-coded class map
+    overlay: Path | None = None  # segmentation: photo blended with the mask
+
+
+def load_run_model(run_dir: Path, checkpoint: str, device: torch.device):
+    """(model in eval mode on `device`, its dataset's info) for a run folder."""
+    from zoo.train import build_model
+
+    saved, _ = results.load_run(run_dir)
+    config = TrainConfig.from_dict(saved["config"])
+    info = get_dataset_info(config.dataset)
+    config.channels_last = False  # single images: the memory format gains nothing
+    model = build_model(config, info, device)
+    results.load_checkpoint(run_dir / checkpoint, model)
+    return model.eval(), info
+
+
+def read_photo(path: Path, info: DatasetInfo) -> Image.Image:
+    """The image in the run's colour mode; ZooError naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB" if info.in_chans == 3 else "L")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ZooError(f"{path} is not a readable image ({error}).") from None
+
+
+def to_input(image: Image.Image, info: DatasetInfo, device: torch.device) -> torch.Tensor:
+    """Resize to the dataset's sample size and normalise, as the training batches were."""
+    height, width = info.image_size
+    resized = np.asarray(image.resize((width, height), Image.BILINEAR))
+    array = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)
+    tensor = torch.from_numpy(np.array(array))[None].to(device)  # a writable copy
+    return normalize(tensor, info)
+
+
+@torch.inference_mode()
+def predict_image(
+    model, path: Path, info: DatasetInfo, device: torch.device, out_dir: Path, top_k: int
+) -> Prediction:
+    image = read_photo(path, info)
+    logits = model(to_input(image, info, device)).float()
+    if info.task == "classification":
+        probs = logits.softmax(1)[0].cpu()
+        values, indices = probs.topk(min(top_k, len(probs)))
+        top = [
+            (info.class_names[i], p) for i, p in zip(indices.tolist(), values.tolist(), strict=True)
+        ]
+        return Prediction(path, top_classes=top)
+    # Back to the photo's own size before the argmax, so class borders stay smooth.
+    logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear")
+    classes = logits.argmax(1)[0].cpu().numpy()
+    from zoo.data.facade import default_palette
+
+    palette = np.asarray(info.palette or default_palette(info.num_classes), dtype=np.uint8)
+    colours = palette[classes]
+    photo = np.asarray(image.convert("RGB"), dtype=np.float32)
+    overlay = (1 - OVERLAY_ALPHA) * photo + OVERLAY_ALPHA * colours
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mask_path, overlay_path = (
+        out_dir / f"{path.stem}_mask.png",
+        out_dir / f"{path.stem}_overlay.png",
+    )
+    Image.fromarray(colours).save(mask_path)
+    Image.fromarray(overlay.round().astype(np.uint8)).save(overlay_path)
+    return Prediction(path, mask=mask_path, overlay=overlay_path)
+
+
+def predict_files(
+    run_dir: str | Path,
+    images: list[Path],
+    *,
+    out_dir: Path | None = None,
+    checkpoint: str = results.BEST,
+    device: torch.device | None = None,
+    top_k: int = 5,
+) -> tuple[list[Prediction], list[str]]:
+    """Predict every image; returns the predictions and one error sentence per failed file."""
+    run_dir = Path(run_dir)
+    device = device or torch.device("cpu")
+    model, info = load_run_model(run_dir, checkpoint, device)
+    out_dir = out_dir or run_dir / "predictions"
+    predictions, errors = [], []
+    for path in images:
+        try:
+            predictions.append(predict_image(model, Path(path), info, device, out_dir, top_k))
+        except ZooError as error:
+            errors.append(str(error))
+    return predictions, errors
