@@ -241,7 +241,11 @@ def list_(
 
     if not any(char in pattern for char in "*?["):
         pattern = f"*{pattern}*"
-    table = Table("name", "task", "default dataset", "parameters", "description")
+    table = Table()
+    for column in ("name", "task", "default dataset"):  # never cut a name short
+        table.add_column(column, no_wrap=True)
+    table.add_column("parameters", no_wrap=True, justify="right")
+    table.add_column("description")
     for name in list_models(pattern, task.value if task else None):
         entry = get_model_entry(name)
         with torch.device("meta"):  # shapes only: no memory, no init time

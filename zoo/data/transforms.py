@@ -62,14 +62,14 @@ def joint_augmentation(
     def transform(images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None):
         pipeline = pipeline_for(*images.shape[-2:])
         pipeline.set_random_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        photos = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C) views, no copy
-        masks = targets.numpy()
+        device = images.device  # albumentations works on host arrays; no-op copies on CPU
+        photos = images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C) views, no copy
+        masks = targets.cpu().numpy()
         out_images, out_masks = np.empty_like(photos), np.empty_like(masks)
         for i in range(len(photos)):
             result = pipeline(image=photos[i], mask=masks[i])
             out_images[i], out_masks[i] = result["image"], result["mask"]
-        return torch.from_numpy(out_images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(
-            out_masks
-        )
+        out_images = torch.from_numpy(out_images).permute(0, 3, 1, 2).contiguous()
+        return out_images.to(device), torch.from_numpy(out_masks).to(device)
 
     return transform
