@@ -29,6 +29,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/fashion_mnist_train.py
+	$(BIN)/python benchmarks/facade_train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
