@@ -184,3 +184,26 @@ def test_import_zoo_and_list_from_scratch_models_do_not_import_timm_or_smp():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_run_started_from_weights_outlives_the_start_file(tiny_root, tmp_path):
+    """eval and predict load the run's own checkpoint; the --weights file is not needed again."""
+    from PIL import Image
+
+    start = tmp_path / "start.safetensors"
+    model = create_model("baseline-cnn")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(start))
+    runner = CliRunner()
+    out = tmp_path / "runs"
+    args = ["train", "baseline-cnn", "--data-dir", str(tiny_root), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--epochs", "1", "--weights", str(start)])
+    assert result.exit_code == 0, result.output
+    start.unlink()
+    (run_dir,) = [p for p in out.glob("*/*/*") if p.is_dir()]
+    image = tmp_path / "grey.png"
+    Image.new("L", (28, 28), 128).save(image)
+    result = runner.invoke(app, ["predict", str(run_dir), str(image)])
+    assert result.exit_code == 0, result.output
+    assert "grey.png: " in result.stdout
+    result = runner.invoke(app, ["eval", str(run_dir), "--data-dir", str(tiny_root)])
+    assert result.exit_code == 0, result.output

@@ -39,7 +39,7 @@ def load_run_model(run_dir: Path, checkpoint: str, device: torch.device):
     config = TrainConfig.from_dict(saved["config"])
     info = get_dataset_info(config.dataset)
     config.channels_last = False  # single images: the memory format gains nothing
-    model = build_model(config, info, device)
+    model = build_model(config, info, device, start_weights=False)  # the checkpoint replaces them
     results.load_checkpoint(run_dir / checkpoint, model)
     return model.eval(), info
 
