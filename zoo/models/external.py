@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.models.layers import crop_to, pad_to_multiple
 from zoo.registry import MODELS, Entry, register_model
 
 SEGMENTATION_DATASET = "mini-facade"  # default dataset of the smp entries
@@ -247,11 +248,8 @@ class SmpSegmenter(nn.Module):
         self.stride = self.model.encoder.output_stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % self.stride, -width % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.model(x)[..., :height, :width]
+        x, size = pad_to_multiple(x, self.stride)
+        return crop_to(self.model(x), size)
 
 
 def smp_names() -> tuple[list[str], list[str]]:
