@@ -301,44 +301,32 @@ def format_score(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+# What the metrics table shows per task: per-class (key, column label) pairs, then the overall keys.
+TABLE_COLUMNS = {
+    "classification": ((("accuracy", "acc"), ("ap", "AP")), ("accuracy", "mean_ap")),
+    "segmentation": (
+        (("ap", "AP"), ("iou", "IoU"), ("accuracy", "acc")),
+        ("mean_ap", "mean_iou", "pixel_accuracy"),
+    ),
+}
+
+
 def print_metrics(record: dict) -> None:
-    """Per-class table (val and test) plus the overall figures of a run."""
-    if record.get("task") == "segmentation":
-        print_segmentation_metrics(record)
-        return
+    """Per-class table (val and test) plus the overall figures of a run, with the task's columns."""
+    per_class, overall = TABLE_COLUMNS[record.get("task", "classification")]
     splits = ("val", "test")
     table = Table(title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint')})")
     table.add_column("class")
     for split in splits:
-        table.add_column(f"{split} acc", justify="right")
-        table.add_column(f"{split} AP", justify="right")
+        for _, label in per_class:
+            table.add_column(f"{split} {label}", justify="right")
     for name in record["class_names"]:
-        scores = [record[s]["per_class"][name][m] for s in splits for m in ("accuracy", "ap")]
+        scores = [record[s]["per_class"][name][key] for s in splits for key, _ in per_class]
         table.add_row(name, *map(format_score, scores))
     table.add_section()
-    overall = [record[s][m] for s in splits for m in ("accuracy", "mean_ap")]
-    table.add_row("[bold]overall", *(format_score(v, 4) for v in overall))
-    out.print(table)
-
-
-def print_segmentation_metrics(record: dict) -> None:
-    """Per-class AP, IoU and pixel accuracy (val and test), then their means."""
-    cell = format_score
-
-    table = Table(
-        title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint', '')})"
+    table.add_row(
+        "[bold]overall", *(format_score(record[s][k], 4) for s in splits for k in overall)
     )
-    table.add_column("class")
-    for split in ("val", "test"):
-        for metric in ("AP", "IoU", "acc"):
-            table.add_column(f"{split} {metric}", justify="right")
-    columns = ("ap", "iou", "accuracy")
-    for name in record["class_names"]:
-        cells = [cell(record[s]["per_class"][name][m]) for s in ("val", "test") for m in columns]
-        table.add_row(name, *cells)
-    table.add_section()
-    means = ("mean_ap", "mean_iou", "pixel_accuracy")
-    table.add_row("[bold]overall", *(cell(record[s][m], 4) for s in ("val", "test") for m in means))
     out.print(table)
     if record["test"].get("ap_method", "exact") != "exact":
         out.print(f"AP computed from {record['test']['ap_method']}, not exactly.")
