@@ -149,35 +149,40 @@ def first_conv_weight(model: torch.nn.Module) -> torch.Tensor | None:
     return None
 
 
+def per_class_values(record: dict, metric: str) -> dict[str, dict[str, float | None]]:
+    """`record[split]["per_class"][name][metric]` for val and test, as `plot_per_class` takes."""
+    names = record["class_names"]
+    return {s: {n: record[s]["per_class"][n][metric] for n in names} for s in ("val", "test")}
+
+
+def write_figures(folder: Path, figures: dict[str, Figure], history: list[dict]) -> list[Path]:
+    """Save `figures` (file name -> Figure) plus the loss curves when there is a history."""
+    if history:
+        figures["curves.png"] = plot_curves(history)
+    for filename, fig in figures.items():
+        save_figure(fig, folder / filename)
+    return [folder / filename for filename in figures]
+
+
 def save_classification_figures(
     folder: Path, history: list[dict], record: dict, model, test_split, test_probs, info
 ) -> list[Path]:
-    """The figures of a classification run; returns the files written."""
+    """The figures of a classification run (`test_split` on the CPU); returns the files written."""
     names = list(info.class_names)
     figures = {
-        "per_class_accuracy.png": plot_per_class(
-            {s: {n: record[s]["per_class"][n]["accuracy"] for n in names} for s in ("val", "test")},
-            "accuracy",
-        ),
-        "per_class_ap.png": plot_per_class(
-            {s: {n: record[s]["per_class"][n]["ap"] for n in names} for s in ("val", "test")},
-            "average precision",
-        ),
+        "per_class_accuracy.png": plot_per_class(per_class_values(record, "accuracy"), "accuracy"),
+        "per_class_ap.png": plot_per_class(per_class_values(record, "ap"), "average precision"),
         "confusion_matrix.png": plot_confusion(
             record["test"]["confusion_matrix"], names, "test confusion matrix"
         ),
         "examples.png": plot_examples(
-            test_split.images.cpu(), test_split.targets.cpu(), test_probs.argmax(1), names
+            test_split.images, test_split.targets, test_probs.argmax(1), names
         ),
     }
-    if history:
-        figures["curves.png"] = plot_curves(history)
     weight = first_conv_weight(model)
     if weight is not None:
         figures["filters.png"] = plot_filters(weight)
-    for filename, fig in figures.items():
-        save_figure(fig, folder / filename)
-    return [folder / filename for filename in figures]
+    return write_figures(folder, figures, history)
 
 
 def colorize(mask: torch.Tensor, palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
@@ -223,7 +228,7 @@ def plot_segmentation_examples(
 def save_segmentation_figures(
     folder: Path, history: list[dict], record: dict, model, test_split, test_probs, info
 ) -> list[Path]:
-    """The figures of a segmentation run; returns the files written.
+    """The figures of a segmentation run (`test_split` on the CPU); returns the files written.
 
     `examples.png` shows the test images with the highest and the lowest mean IoU.
     """
@@ -236,9 +241,6 @@ def save_segmentation_figures(
 
         palette = default_palette(len(names))
 
-    def per_class(metric: str) -> dict[str, dict[str, float | None]]:
-        return {s: {n: record[s]["per_class"][n][metric] for n in names} for s in ("val", "test")}
-
     predictions = test_probs.argmax(1)
     scores = per_image_mean_iou(predictions, test_split.targets, len(names))
     order = scores.nan_to_num(-1.0).argsort(descending=True).tolist()
@@ -247,8 +249,8 @@ def save_segmentation_figures(
     labels = [f"best {k + 1}" for k in range(count)] + [f"worst {count - k}" for k in range(count)]
     labels = [f"{label}, IoU {scores[i]:.2f}" for label, i in zip(labels, chosen, strict=True)]
     figures = {
-        "per_class_ap.png": plot_per_class(per_class("ap"), "average precision"),
-        "per_class_iou.png": plot_per_class(per_class("iou"), "IoU"),
+        "per_class_ap.png": plot_per_class(per_class_values(record, "ap"), "average precision"),
+        "per_class_iou.png": plot_per_class(per_class_values(record, "iou"), "IoU"),
         "confusion_matrix.png": plot_confusion(
             record["test"]["confusion_matrix"], names, "test confusion matrix (pixels)"
         ),
@@ -256,8 +258,4 @@ def save_segmentation_figures(
             test_split.images, predictions, test_split.targets, chosen, labels, names, palette
         ),
     }
-    if history:
-        figures["curves.png"] = plot_curves(history)
-    for filename, fig in figures.items():
-        save_figure(fig, folder / filename)
-    return [folder / filename for filename in figures]
+    return write_figures(folder, figures, history)

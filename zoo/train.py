@@ -569,6 +569,7 @@ def evaluate_run(
         if info.task == "segmentation"
         else plots.save_classification_figures
     )
-    save_figures(run_dir / results.FIGURES, history, record, model, data.test, test_probs, info)
+    test_split = data.test.to(torch.device("cpu"))  # a no-op unless the data lives on a GPU
+    save_figures(run_dir / results.FIGURES, history, record, model, test_split, test_probs, info)
     results.write_json(run_dir / results.METRICS, record)
     return record
