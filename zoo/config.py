@@ -31,13 +31,10 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     amp: bool = False  # mixed precision (CUDA; CPU only with native bf16)
     amp_dtype: str = "float16"  # float16 (with GradScaler) | bfloat16
-    channels_last: bool = True  # NHWC memory format: ~2.5x faster conv training on CPU
+    channels_last: bool = True  # NHWC memory format: 1.3-2.5x faster conv training on CPU
     compile: bool = False  # torch.compile the model
-    augment: bool = False  # classification: random crop (pad 2) + flip; segmentation: joint
-    # albumentations flip + random scale/crop + brightness/contrast (zoo.data.transforms)
-    augment_scale: float = (
-        0.5  # segmentation --augment: smallest crop, share of the area (1 = none)
-    )
+    augment: bool = False  # crop + flip; segmentation: joint flip, scale/crop, brightness/contrast
+    augment_scale: float = 0.5  # segmentation --augment: smallest crop, share of area (1 = none)
     augment_color: float = 0.2  # segmentation --augment: brightness/contrast limit (0 = none)
     val_fraction: float = 0.1  # share of train held out for model selection
     split_seed: int = 0  # seeds the validation split only, so all runs share it
