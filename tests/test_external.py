@@ -83,9 +83,9 @@ def test_unknown_prefixed_names_name_close_matches_before_any_work(name, suggest
 
 def test_timm_small_grey_inputs_per_family():
     resnet = create_model("timm/resnet18", num_classes=10, in_chans=1)
-    assert resnet.model.conv1.stride == (1, 1)
+    assert resnet.model.conv1.stride == (2, 2)
     assert isinstance(resnet.model.maxpool, torch.nn.Identity)
-    assert resnet.min_side == 16  # total stride 8: 28x28 is used as it is
+    assert resnet.min_side == 32  # total stride 16: 28x28 is upsampled to 32x32
     convnext = create_model("timm/convnext_atto", num_classes=10, in_chans=1)
     assert convnext.min_side == 64  # patchify stem: 28x28 is upsampled to 64x64
     seen = []

@@ -98,6 +98,13 @@ def train(
     augment_color: Annotated[
         float, typer.Option(help="Segmentation --augment: brightness/contrast limit (0 = off).")
     ] = 0.2,
+    crop_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Segmentation: train on random CROP_SIZE x CROP_SIZE crops at the images' own "
+            "scale (after --augment); evaluation always sees whole images."
+        ),
+    ] = None,
     limit_train: Annotated[
         int | None, typer.Option(help="Train on N images of the (shuffled) training split only.")
     ] = None,
@@ -146,6 +153,7 @@ def train(
         augment=augment,
         augment_scale=augment_scale,
         augment_color=augment_color,
+        crop_size=crop_size,
         limit_train=limit_train,
         val_fraction=val_fraction,
         split_seed=split_seed,

@@ -36,6 +36,7 @@ class TrainConfig:
     augment: bool = False  # crop + flip; segmentation: joint flip, scale/crop, brightness/contrast
     augment_scale: float = 0.5  # segmentation --augment: smallest crop, share of area (1 = none)
     augment_color: float = 0.2  # segmentation --augment: brightness/contrast limit (0 = none)
+    crop_size: int | None = None  # segmentation: train on random CxC crops (None = whole images)
     val_fraction: float = 0.1  # share of train held out for model selection
     split_seed: int = 0  # seeds the validation split only, so all runs share it
     limit_train: int | None = None  # use only the first N training images (quick runs)
@@ -48,14 +49,17 @@ class TrainConfig:
     weights: str | None = None  # start from this safetensors state dict (any model)
 
     def __post_init__(self) -> None:
-        if self.batch_size is None or self.eval_batch_size is None:
-            from zoo.registry import get_model_entry
+        from zoo.registry import get_model_entry
 
-            defaults = TASK_DEFAULTS[get_model_entry(self.model).task]
-            if self.batch_size is None:
-                self.batch_size = defaults["batch_size"]
-            if self.eval_batch_size is None:
-                self.eval_batch_size = defaults["eval_batch_size"]
+        task = get_model_entry(self.model).task
+        if self.batch_size is None:
+            self.batch_size = TASK_DEFAULTS[task]["batch_size"]
+        if self.eval_batch_size is None:
+            self.eval_batch_size = TASK_DEFAULTS[task]["eval_batch_size"]
+        if self.crop_size is not None and task != "segmentation":
+            raise ZooError(
+                f"--crop-size is for segmentation models and {self.model} classifies; drop it."
+            )
         self.validate()
 
     def validate(self) -> None:
@@ -96,6 +100,10 @@ class TrainConfig:
             (
                 0 <= self.augment_color < 1,
                 f"--augment-color must be in [0, 1), got {self.augment_color}.",
+            ),
+            (
+                self.crop_size is None or self.crop_size >= 1,
+                f"--crop-size must be at least 1, got {self.crop_size}.",
             ),
             (
                 0 <= self.label_smoothing < 1,

@@ -309,6 +309,12 @@ def fit(config: TrainConfig, console: Console | None = None) -> RunResult:
             f"{config.model} is a {entry.task} model but {config.dataset} is a {data.info.task} "
             f"dataset; pick a {entry.task} dataset (`zoo datasets`)."
         )
+    side = min(data.train.images.shape[-2:])
+    if config.crop_size is not None and config.crop_size > side:
+        raise ZooError(
+            f"--crop-size {config.crop_size} is larger than {config.dataset}'s {side}-pixel "
+            f"training images; pass --crop-size {side} or less."
+        )
     if device.type == "cuda":
         data = data.to(device)
     torch.manual_seed(config.seed)
@@ -413,14 +419,15 @@ def train_epochs(trainer, data, config, run_dir, record, history, console, stop)
     generator = torch.Generator().manual_seed(config.seed)
     segmentation = info.task == "segmentation"
     transform = None
-    if config.augment:
-        transform = (
-            joint_augmentation(
-                scale=(config.augment_scale, 1.0), brightness_contrast=config.augment_color
-            )
-            if segmentation
-            else random_crop_flip()
+    if segmentation and (config.augment or config.crop_size):
+        transform = joint_augmentation(
+            flip=config.augment,
+            scale=(config.augment_scale, 1.0) if config.augment else (1.0, 1.0),
+            brightness_contrast=config.augment_color if config.augment else 0.0,
+            crop=config.crop_size,
         )
+    elif config.augment:
+        transform = random_crop_flip()
     steps_per_epoch = num_batches(data.train, config.batch_size)
     best_score = -math.inf
     with make_progress(console) as progress:

@@ -34,13 +34,16 @@ def joint_augmentation(
     flip: bool = True,
     scale: tuple[float, float] = (0.5, 1.0),
     brightness_contrast: float = 0.2,
+    crop: int | None = None,
 ):
     """Segmentation augmentation with albumentations, applied to each photo and its mask together:
     horizontal flip, a random crop of `scale` of the area resized back to the input size (masks
-    with nearest neighbours), and random brightness/contrast on the photo only.
+    with nearest neighbours), random brightness/contrast on the photo only, then (with `crop`) a
+    random `crop` x `crop` window at that scale, so training sees objects at their test size.
 
     Same signature as `random_crop_flip`'s transform; (B, 3, H, W) uint8 photos and (B, H, W)
-    masks in, the same shapes out. The batch's seed comes from `generator`, so runs repeat.
+    masks in, the same shapes out (H = W = `crop` with it). The batch's seed comes from
+    `generator`, so runs repeat.
     """
     import albumentations as A
     import numpy as np
@@ -56,6 +59,8 @@ def joint_augmentation(
                 steps.append(
                     A.RandomBrightnessContrast(brightness_contrast, brightness_contrast, p=0.5)
                 )
+            if crop is not None:
+                steps.append(A.RandomCrop(crop, crop))
             pipelines[height, width] = A.Compose(steps)
         return pipelines[height, width]
 
@@ -65,7 +70,9 @@ def joint_augmentation(
         device = images.device  # albumentations works on host arrays; no-op copies on CPU
         photos = images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C) views, no copy
         masks = targets.cpu().numpy()
-        out_images, out_masks = np.empty_like(photos), np.empty_like(masks)
+        height, width = (crop, crop) if crop is not None else masks.shape[1:]
+        out_images = np.empty((len(photos), height, width, photos.shape[3]), photos.dtype)
+        out_masks = np.empty((len(masks), height, width), masks.dtype)
         for i in range(len(photos)):
             result = pipeline(image=photos[i], mask=masks[i])
             out_images[i], out_masks[i] = result["image"], result["mask"]
