@@ -140,6 +140,46 @@ def test_joint_augmentation_moves_photo_and_mask_together():
     assert torch.equal(again[1], out_masks), "seeded by the generator"
 
 
+def test_crop_size_takes_windows_at_the_images_own_scale():
+    rows = torch.arange(32, dtype=torch.uint8).view(1, 32, 1).expand(4, 32, 32)
+    cols = torch.arange(32, dtype=torch.uint8).view(1, 1, 32).expand(4, 32, 32)
+    images = torch.stack([rows, cols, rows], 1).contiguous()  # each pixel names its position
+    masks = (rows % 5).contiguous()
+    transform = joint_augmentation(flip=False, scale=(1.0, 1.0), brightness_contrast=0, crop=12)
+    out_images, out_masks = transform(images, masks, torch.Generator().manual_seed(0))
+    assert out_images.shape == (4, 3, 12, 12) and out_masks.shape == (4, 12, 12)
+    for photo, mask in zip(out_images, out_masks, strict=True):
+        top, left = int(photo[0, 0, 0]), int(photo[1, 0, 0])
+        assert torch.equal(photo[0], rows[0, top : top + 12, left : left + 12]), "not resized"
+        assert torch.equal(photo[1], cols[0, top : top + 12, left : left + 12])
+        assert torch.equal(mask, masks[0, top : top + 12, left : left + 12]), "same window"
+    assert len({int(p[0, 0, 0]) * 32 + int(p[1, 0, 0]) for p in out_images}) > 1, "random"
+
+
+def test_a_run_with_crop_size_trains_on_crops_and_evaluates_whole_images(facade_root, tmp_path):
+    result = train(facade_root, tmp_path / "runs", "--crop-size", "16", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "mini-facade" / "unet-small").iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["config"]["crop_size"] == 16
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["test"]["num_pixels"] == 6 * 32 * 32
+
+
+@pytest.mark.parametrize(
+    "model,size,message",
+    [
+        ("unet-small", "0", "--crop-size must be at least 1, got 0."),
+        ("unet-small", "48", "--crop-size 48 is larger than mini-facade's 32-pixel training"),
+        ("baseline-cnn", "16", "--crop-size is for segmentation models and baseline-cnn"),
+    ],
+)
+def test_a_bad_crop_size_is_rejected_before_any_work(facade_root, tmp_path, model, size, message):
+    args = ["train", model, "--data-dir", str(facade_root), "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*args, "--crop-size", size])
+    assert result.exit_code == 1 and message in result.stderr, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+
 def test_predict_with_a_classification_run_prints_the_top_classes(tiny_root, tmp_path):
     args = ["train", "baseline-cnn", "--data-dir", str(tiny_root), "--out", str(tmp_path / "r")]
     result = runner.invoke(app, [*args, "--epochs", "1"])
