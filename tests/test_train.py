@@ -100,6 +100,19 @@ def test_eval_reproduces_the_training_metrics(quick_run):
     assert json.loads((run_dir / "metrics.json").read_text())["checkpoint"] == "last.safetensors"
 
 
+def test_eval_of_a_damaged_checkpoint_is_one_clear_error(quick_run):
+    run_dir, _, root = quick_run
+    before = (run_dir / "metrics.json").read_bytes()
+    (run_dir / "last.safetensors").write_bytes(b"cut off mid-write")
+    result = runner.invoke(
+        app, ["eval", str(run_dir), "--data-dir", str(root), "--checkpoint", "last"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Checkpoint {run_dir / 'last.safetensors'} does not fit" in result.stderr
+    assert "--checkpoint best or last" in result.stderr
+    assert (run_dir / "metrics.json").read_bytes() == before, "the record is left as it was"
+
+
 def test_eval_of_a_missing_folder_is_one_clear_error(tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "nope")])
     assert result.exit_code == 1

@@ -140,19 +140,23 @@ def create_model(
     return model
 
 
-def load_weights(model, path: str | Path, name: str) -> None:
-    """Load a safetensors state dict into `model` strictly: every key present, every shape equal."""
+def load_weights(
+    model, path: str | Path, name: str, *, what: str = "Weights file", fix: str | None = None
+) -> None:
+    """Load a safetensors state dict into `model` strictly: every key present, every shape equal.
+
+    A missing, damaged or not fitting file is a ZooError naming `what` and `path`, ending with
+    `fix` (by default, the fix for a --weights file).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ZooError(f"Weights file {path} does not exist; check the --weights path.")
+        raise ZooError(f"{what} {path} does not exist; {fix or 'check the --weights path.'}")
     try:
         model.load_state_dict(load_file(str(path)))
     except (RuntimeError, OSError, SafetensorError) as error:  # bad keys/shapes, not safetensors
         first_line = str(error).strip().splitlines()[0]
-        raise ZooError(
-            f"Weights file {path} does not fit {name} ({first_line}); pass a file saved from "
-            f"{name} with the same num_classes and in_chans."
-        ) from error
+        fix = fix or f"pass a file saved from {name} with the same num_classes and in_chans."
+        raise ZooError(f"{what} {path} does not fit {name} ({first_line}); {fix}") from error

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from zoo.errors import ZooError
 
@@ -96,9 +96,11 @@ def save_checkpoint(path: Path, model: torch.nn.Module, metadata: dict[str, str]
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module) -> None:
-    if not path.is_file():
-        raise ZooError(f"Checkpoint {path} does not exist; train the run again or pick another.")
-    unwrap(model).load_state_dict(load_file(str(path)))
+    """Load a run's checkpoint; missing or damaged -> a ZooError naming the file and the fix."""
+    from zoo.registry import load_weights
+
+    fix = "train the run again, or use its other checkpoint (--checkpoint best or last)."
+    load_weights(unwrap(model), path, "the run's model", what="Checkpoint", fix=fix)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
