@@ -4,6 +4,8 @@ import csv
 import json
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from zoo import results
 from zoo import train as train_module
 from zoo.cli import app
 from zoo.train import resolve_precision
@@ -59,7 +62,7 @@ def test_train_writes_a_complete_run_record(quick_run):
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["config"]["model"] == "baseline-cnn" and saved["config"]["epochs"] == 2
     assert saved["precision"] == "fp32"
-    for key in ("zoo", "torch", "device", "device_name", "cpu", "torch_threads"):
+    for key in ("zoo", "torch", "device", "device_name", "cpu", "torch_threads", "git_commit"):
         assert key in saved["environment"]
 
     rows = read_rows(run_dir / "history.csv")
@@ -255,3 +258,17 @@ def test_same_seed_same_history(tiny_root, tmp_path):
         rows = read_rows(run_dir / "history.csv")
         losses.append([(r["train_loss"], r["val_loss"]) for r in rows])
     assert losses[0] == losses[1]
+
+
+def test_git_commit_names_zoo_s_checkout_or_nothing(monkeypatch):
+    source = Path(results.__file__).parent
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True)
+    if head.returncode != 0:
+        pytest.skip("zoo is not running from a git checkout")
+    assert results.git_commit().removesuffix("+dirty") == head.stdout.decode().strip()
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert results.git_commit() is None

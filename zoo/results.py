@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,6 +133,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def git_commit() -> str | None:
+    """The commit of zoo's source checkout, "+dirty" when zoo/ differs from it; None outside git."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        changes = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "."],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):  # no git, not a checkout (a wheel install)
+        return None
+    return f"{commit}+dirty" if changes else commit
+
+
 def environment(device: torch.device) -> dict:
     """What a reader needs to judge or reproduce the numbers: versions, hardware, threads."""
     from zoo import __version__
@@ -146,6 +164,7 @@ def environment(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": cpu_model(),
+        "git_commit": git_commit(),
     }
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
