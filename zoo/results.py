@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import save_file
 
 from zoo.errors import ZooError
+from zoo.registry import load_weights
 
 SCHEMA_VERSION = 1
 CONFIG, HISTORY, METRICS, FIGURES = "config.json", "history.csv", "metrics.json", "figures"
@@ -98,8 +99,6 @@ def save_checkpoint(path: Path, model: torch.nn.Module, metadata: dict[str, str]
 
 def load_checkpoint(path: Path, model: torch.nn.Module) -> None:
     """Load a run's checkpoint; missing or damaged -> a ZooError naming the file and the fix."""
-    from zoo.registry import load_weights
-
     fix = "train the run again, or use its other checkpoint (--checkpoint best or last)."
     load_weights(unwrap(model), path, "the run's model", what="Checkpoint", fix=fix)
 
