@@ -13,6 +13,7 @@ from zoo.cli import app
 from zoo.config import TrainConfig
 from zoo.data import get_dataset_info
 from zoo.data.transforms import joint_augmentation
+from zoo.plots import plot_curves
 
 runner = CliRunner()
 FIGURES = {
@@ -87,6 +88,15 @@ def test_a_segmentation_run_writes_its_record_figures_and_table(facade_root, tmp
     assert mask.shape == (24, 40, 3)
     palette = {tuple(c) for c in record_palette()}
     assert {tuple(c) for c in mask.reshape(-1, 3)} <= palette, "only palette colours"
+
+
+def test_the_curves_of_a_segmentation_run_add_a_val_mean_iou_panel():
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "train_accuracy": 0.5}
+    classification = plot_curves([{**row, "val_accuracy": 0.6}])
+    segmentation = plot_curves([{**row, "val_accuracy": 0.6, "val_mean_iou": 0.3}])
+    titles = [ax.get_title() for ax in segmentation.axes]
+    assert len(classification.axes) == 2
+    assert titles == ["loss: train vs val", "accuracy: train vs val", "mean_iou: val"]
 
 
 def test_a_bad_sample_stops_the_run_or_is_skipped_and_listed(facade_root, tmp_path):

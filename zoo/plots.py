@@ -26,13 +26,16 @@ def save_figure(fig: Figure, path: Path) -> None:
 
 
 def plot_curves(history: list[dict], metric: str = "accuracy") -> Figure:
-    """Train-vs-val loss and `metric` per epoch."""
+    """Train-vs-val loss and `metric` per epoch, plus val mean IoU when the history has it
+    (segmentation runs, where pixel accuracy says little about the small classes)."""
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key in zip(axes, ("loss", metric), strict=True):
-        ax.plot(epochs, [row[f"train_{key}"] for row in history], "o-", label="train", ms=3)
-        ax.plot(epochs, [row[f"val_{key}"] for row in history], "o-", label="val", ms=3)
-        ax.set(xlabel="epoch", ylabel=key, title=f"{key}: train vs val")
+    panels = ["loss", metric] + (["mean_iou"] if "val_mean_iou" in history[0] else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
+    for ax, key in zip(axes, panels, strict=True):
+        splits = [split for split in ("train", "val") if f"{split}_{key}" in history[0]]
+        for split in splits:
+            ax.plot(epochs, [row[f"{split}_{key}"] for row in history], "o-", label=split, ms=3)
+        ax.set(xlabel="epoch", ylabel=key, title=f"{key}: {' vs '.join(splits)}")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
