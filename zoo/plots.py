@@ -25,6 +25,9 @@ def save_figure(fig: Figure, path: Path) -> None:
     os.replace(tmp, path)
 
 
+SPLIT_COLOURS = {"train": "C0", "val": "C1"}  # the same in every panel
+
+
 def plot_curves(history: list[dict], metric: str = "accuracy") -> Figure:
     """Train-vs-val loss and `metric` per epoch, plus val mean IoU when the history has it
     (segmentation runs, where pixel accuracy says little about the small classes)."""
@@ -34,7 +37,8 @@ def plot_curves(history: list[dict], metric: str = "accuracy") -> Figure:
     for ax, key in zip(axes, panels, strict=True):
         splits = [split for split in ("train", "val") if f"{split}_{key}" in history[0]]
         for split in splits:
-            ax.plot(epochs, [row[f"{split}_{key}"] for row in history], "o-", label=split, ms=3)
+            values = [row[f"{split}_{key}"] for row in history]
+            ax.plot(epochs, values, "o-", label=split, ms=3, color=SPLIT_COLOURS[split])
         ax.set(xlabel="epoch", ylabel=key, title=f"{key}: {' vs '.join(splits)}")
         ax.grid(alpha=0.3)
         ax.legend()
