@@ -49,10 +49,11 @@ class TimedBatches:
 def measure(steps: int, warmup: int, data_dir: str | None, augment: bool) -> dict:
     import torch
 
+    import zoo
     from zoo.config import TrainConfig
     from zoo.data import iterate_batches, load_dataset
-    from zoo.data.transforms import joint_augmentation
-    from zoo.train import build_model, make_trainer, resolve_precision, train_one_epoch
+    from zoo.runtime import place_model, resolve_precision
+    from zoo.train import batch_transform, make_trainer, train_one_epoch
 
     data = load_dataset("mini-facade", data_dir)
     config = TrainConfig(
@@ -61,9 +62,12 @@ def measure(steps: int, warmup: int, data_dir: str | None, augment: bool) -> dic
     device = torch.device("cpu")
     precision = resolve_precision(device, amp=False, amp_dtype="float16")
     torch.manual_seed(0)
-    model = build_model(config, data.info, device)
-    trainer = make_trainer(config, model, device, precision, steps_per_epoch=steps + warmup)
+    model = place_model(zoo.create_model(config.model), device, channels_last=True)
+    trainer = make_trainer(
+        config, model, device=device, precision=precision, steps_per_epoch=steps + warmup
+    )
     generator = torch.Generator().manual_seed(0)
+    transform = batch_transform(config, data.info)
 
     def batches(count: int) -> TimedBatches:
         epochs = itertools.chain.from_iterable(
@@ -74,7 +78,7 @@ def measure(steps: int, warmup: int, data_dir: str | None, augment: bool) -> dic
                 device=device,
                 shuffle=True,
                 generator=generator,
-                transform=joint_augmentation() if augment else None,
+                transform=transform,
                 channels_last=True,
             )
             for _ in itertools.count()

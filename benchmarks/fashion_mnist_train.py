@@ -3,8 +3,8 @@
 Measures, on this machine, in fp32 with batch 128 and Adam 1e-3:
 
 * zoo: `load_dataset` (uint8 tensors in memory), a channels_last model, `iterate_batches` with
-  shuffling (and `random_crop_flip` if augmentation is on by default), `make_trainer` and
-  `train_one_epoch`, exactly as `zoo train` runs them with its defaults;
+  shuffling (and the augmentation `zoo train` would use), `make_trainer` and `train_one_epoch`,
+  exactly as `zoo train` runs them with its defaults;
 * reference: the reports' plain PyTorch loop (torchvision `FashionMNIST` + `ToTensor` +
   `DataLoader(batch_size=128, shuffle=True)`, NCHW model, forward / loss / zero_grad / backward /
   step), with no augmentation;
@@ -63,23 +63,24 @@ def repeat_epochs(make_epoch: Callable[[], Iterable], steps: int) -> Iterator:
 def run_zoo(steps: int, data_dir: str | None) -> dict:
     import torch
 
+    import zoo
     from zoo.config import TrainConfig
     from zoo.data import iterate_batches, load_dataset
-    from zoo.data.transforms import random_crop_flip
-    from zoo.train import build_model, make_trainer, resolve_precision, train_one_epoch
+    from zoo.runtime import place_model, resolve_precision
+    from zoo.train import batch_transform, make_trainer, train_one_epoch
 
     before = current_rss_mb()
     data = load_dataset("fashion-mnist", data_dir)
     growth = current_rss_mb() - before
     # `zoo train`'s defaults (Adam 1e-3, batch 128, channels-last), with a constant learning rate.
-    config = TrainConfig(model="baseline-cnn", schedule="none", device="cpu")
+    config = TrainConfig(model="baseline-cnn", schedule="none", device="cpu", batch_size=BATCH)
     device = torch.device("cpu")
     generator = torch.Generator().manual_seed(config.seed)
-    transform = random_crop_flip() if config.augment else None
+    transform = batch_transform(config, data.info)
     torch.manual_seed(config.seed)
-    model = build_model(config, data.info, device)
+    model = place_model(zoo.create_model(config.model), device, config.channels_last)
     precision = resolve_precision(device, config.amp, config.amp_dtype)
-    trainer = make_trainer(config, model, device, precision, steps_per_epoch=1)
+    trainer = make_trainer(config, model, device=device, precision=precision, steps_per_epoch=1)
 
     def epoch() -> Iterator:
         return iterate_batches(

@@ -93,9 +93,9 @@ def write_facade_pairs(
 def facade_root(tmp_path, monkeypatch) -> Path:
     """A data root with a tiny Mini Facade look-alike (24 train + 6 test_dev pairs, 32x32); the
     stored size is 32x32 too, so tests stay fast."""
-    from zoo.data import facade
+    from zoo.data import pairs
 
-    monkeypatch.setattr(facade, "SIZE", (32, 32))
+    monkeypatch.setattr(pairs, "SIZE", (32, 32))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     root = tmp_path / "data"
     write_facade_pairs(root / "mini-facade" / "train", 24, seed=0)

@@ -44,15 +44,21 @@ def test_summary_of_unknown_model_is_one_clear_error():
     assert "Did you mean 'baseline-cnn'" in result.stderr and "Traceback" not in result.output
 
 
-def test_import_zoo_stays_light():
-    """`zoo list` and the models must not pay for torchmetrics, matplotlib or torchvision."""
-    heavy = ("torchmetrics", "matplotlib", "torchvision")
-    code = f"import sys, zoo; print([m for m in {heavy} if m in sys.modules])"
+def modules_loaded_after(statements: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `statements`."""
+    code = f"import sys\n{statements}\nprint([m for m in {modules} if m in sys.modules])"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    return eval(result.stdout)  # a printed list of names
+
+
+def test_import_zoo_stays_light():
+    """`import zoo` pays for no torch; the models do not pay for torchmetrics or matplotlib."""
+    heavy = ("torch", "torchmetrics", "matplotlib", "torchvision")
+    assert modules_loaded_after("import zoo", heavy) == []
+    assert modules_loaded_after("import zoo; zoo.create_model('unet')", heavy[1:]) == []
 
 
 def test_python_dash_m_zoo_works():

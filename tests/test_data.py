@@ -8,7 +8,7 @@ import torch
 from conftest import md5, needs_real_data, real_data_root, write_idx
 
 from zoo.data import fashion_mnist, load_dataset, resolve_data_root
-from zoo.data.base import normalize
+from zoo.data.splits import normalize
 from zoo.data.transforms import random_crop_flip
 from zoo.errors import ZooError
 

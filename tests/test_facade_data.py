@@ -9,8 +9,9 @@ import torch
 from conftest import write_facade_pairs
 from PIL import Image
 
-from zoo.data import facade, load_dataset
+from zoo.data import facade, load_dataset, pairs
 from zoo.errors import ZooError
+from zoo.plots import class_palette
 from zoo.registry import DATASETS
 
 
@@ -33,11 +34,11 @@ def test_the_cache_is_reused_and_invalidated_when_a_file_changes(facade_root, mo
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache is valid")
 
-    monkeypatch.setattr(facade, "read_pair", no_decoding)
+    monkeypatch.setattr(pairs, "read_pair", no_decoding)
     load_dataset("mini-facade", facade_root)  # from the .npz files only
 
     monkeypatch.undo()
-    monkeypatch.setattr(facade, "SIZE", (32, 32))
+    monkeypatch.setattr(pairs, "SIZE", (32, 32))
     photo = facade_root / "mini-facade" / "train" / "f000.jpg"
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
     load_dataset("mini-facade", facade_root)
@@ -105,7 +106,7 @@ def test_a_missing_dataset_says_where_to_put_it(tmp_path):
 
 
 def test_cmp_facade_maps_ids_1_to_12_and_splits_with_a_fixed_seed(tmp_path, monkeypatch):
-    monkeypatch.setattr(facade, "SIZE", (32, 32))
+    monkeypatch.setattr(pairs, "SIZE", (32, 32))
     folder = tmp_path / "cmp-facade"
     write_facade_pairs(folder / "images", 20, num_classes=12, offset=1)
     (folder / "labels").mkdir()
@@ -150,7 +151,7 @@ def fake_cmp_download(source, monkeypatch):
 
 
 def test_cmp_facade_is_downloaded_unpacked_and_verified(tmp_path, monkeypatch):
-    monkeypatch.setattr(facade, "SIZE", (32, 32))
+    monkeypatch.setattr(pairs, "SIZE", (32, 32))
     write_cmp_source(tmp_path / "source", 10)
     fake_cmp_download(tmp_path / "source", monkeypatch)
     reference = tmp_path / "reference"
@@ -174,17 +175,18 @@ def test_a_cmp_download_that_differs_from_the_official_files_is_rejected(tmp_pat
 
 
 def test_segfolder_infers_the_classes_and_carves_a_test_split(tmp_path, monkeypatch):
-    monkeypatch.setattr(facade, "SIZE", (32, 32))
+    monkeypatch.setattr(pairs, "SIZE", (32, 32))
     write_facade_pairs(tmp_path / "mine", 10, num_classes=3)
     name = f"segfolder:{tmp_path / 'mine'}"
     info = DATASETS.get(name).info
-    assert info.num_classes == 3 and info.task == "segmentation" and len(info.palette) == 3
+    assert info.num_classes == 3 and info.task == "segmentation"
+    assert info.palette is None and len(class_palette(info)) == 3  # figures' default colours
     data = load_dataset(name, val_fraction=0.2)
     assert (len(data.train), len(data.val), len(data.test)) == (6, 2, 2)
 
 
 def test_segfolder_reads_class_names_and_train_test_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(facade, "SIZE", (32, 32))
+    monkeypatch.setattr(pairs, "SIZE", (32, 32))
     write_facade_pairs(tmp_path / "mine" / "train", 6, num_classes=2)
     write_facade_pairs(tmp_path / "mine" / "test", 3, num_classes=2, seed=1)
     (tmp_path / "mine" / "classes.txt").write_text("sky\nwall\nroof\n")

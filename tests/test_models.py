@@ -96,3 +96,13 @@ def test_wide_leaky_cnn_uses_leaky_relu_and_batch_norm():
     assert torch.nn.ReLU not in kinds
     assert any(issubclass(k, torch.nn.LeakyReLU) for k in kinds)
     assert torch.nn.BatchNorm2d in kinds
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in list_models() if get_model_entry(n).num_parameters is not None]
+)
+def test_declared_parameter_counts_are_the_models_own(name):
+    """`zoo list` shows declared counts for timm/smp entries without importing them."""
+    with torch.device("meta"):
+        model = create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == get_model_entry(name).num_parameters

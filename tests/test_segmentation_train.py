@@ -14,6 +14,7 @@ from zoo.config import TrainConfig
 from zoo.data import get_dataset_info
 from zoo.data.transforms import joint_augmentation
 from zoo.plots import plot_curves
+from zoo.registry import get_model_entry
 
 runner = CliRunner()
 FIGURES = {
@@ -58,7 +59,7 @@ def test_a_segmentation_run_writes_its_record_figures_and_table(facade_root, tmp
     assert 0 <= float(row["val_mean_iou"]) <= 1
     assert {p.name for p in (run_dir / "figures").iterdir()} == FIGURES
     saved = json.loads((run_dir / "config.json").read_text())["config"]
-    assert saved["eval_batch_size"] == 16 and saved["skip_bad"] is False
+    assert saved["eval_batch_size"] == 16 and saved["skip_bad_samples"] is False
     assert saved["augment_scale"] == 0.8 and saved["augment_color"] == 0.2
 
     result = runner.invoke(app, ["eval", str(run_dir), "--data-dir", str(facade_root)])
@@ -130,8 +131,13 @@ def test_bad_augmentation_settings_are_rejected_before_any_work(tmp_path, option
 
 
 def test_segmentation_models_default_to_small_batches():
-    assert TrainConfig(model="unet-small").batch_size == 8
-    assert TrainConfig(model="baseline-cnn").batch_size == 128
+    def resolved(model):
+        entry = get_model_entry(model)
+        return TrainConfig(model=model).resolve(entry.task, entry.dataset)
+
+    assert TrainConfig(model="unet-small").batch_size is None, "no registry lookup on creation"
+    assert resolved("unet-small").batch_size == 8 and resolved("unet-small").eval_batch_size == 16
+    assert resolved("baseline-cnn").batch_size == 128
 
 
 def test_joint_augmentation_moves_photo_and_mask_together():

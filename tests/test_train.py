@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from zoo import results
 from zoo import train as train_module
 from zoo.cli import app
-from zoo.train import resolve_precision
+from zoo.runtime import resolve_precision
 
 runner = CliRunner()
 FIGURES = {
@@ -71,7 +71,7 @@ def test_train_writes_a_complete_run_record(quick_run):
     assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # cosine schedule
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["schema_version"] == 1 and metrics["status"] == "completed"
+    assert metrics["schema_version"] == 2 and metrics["status"] == "completed"
     assert metrics["epochs_completed"] == 2 and metrics["best_epoch"] in (1, 2)
     for split in ("val", "test"):
         m = metrics[split]
@@ -111,7 +111,9 @@ def test_eval_of_a_damaged_checkpoint_is_one_clear_error(quick_run):
         app, ["eval", str(run_dir), "--data-dir", str(root), "--checkpoint", "last"]
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"Checkpoint {run_dir / 'last.safetensors'} does not fit" in result.stderr
+    assert (
+        f"Checkpoint {run_dir / 'last.safetensors'} is not a readable safetensors" in result.stderr
+    )
     assert "--checkpoint best or last" in result.stderr
     assert (run_dir / "metrics.json").read_bytes() == before, "the record is left as it was"
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from zoo.config import TrainConfig
 from zoo.errors import ZooError
 
 app = typer.Typer(
@@ -21,23 +25,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 DATA_DIR_HELP = "Data root; default: $ZOO_DATA, else ~/.cache/zoo/data."
-
-
-class Optimizer(str, Enum):
-    adam = "adam"
-    adamw = "adamw"
-    sgd = "sgd"
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"
-    onecycle = "onecycle"
-    none = "none"
-
-
-class AmpDtype(str, Enum):
-    float16 = "float16"
-    bfloat16 = "bfloat16"
 
 
 class TaskName(str, Enum):
@@ -59,118 +46,55 @@ def user_errors(command):
     return wrapper
 
 
+def config_options(command):
+    """Give a Typer command one option per TrainConfig field but `model`, named as the field, with
+    its type, default and help (so `zoo train --lr` is `TrainConfig.lr`, and choices are the
+    config's enums). The command receives them as keyword arguments of the same names."""
+    hints = typing.get_type_hints(TrainConfig)
+    parameters = [
+        parameter
+        for parameter in inspect.signature(command).parameters.values()
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "model":
+            continue
+        annotation = Annotated[hints[field.name], typer.Option(help=field.metadata["help"])]
+        parameters.append(
+            inspect.Parameter(
+                field.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=field.default,
+                annotation=annotation,
+            )  # fmt: skip
+        )
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(parameters)
+    return wrapper
+
+
 @app.command()
 @user_errors
+@config_options
 def train(
     model: Annotated[
         str, typer.Argument(help="Registry name, e.g. baseline-cnn (see `zoo list`).")
     ],
-    dataset: Annotated[str | None, typer.Option(help="Dataset name; default: the model's.")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 15,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Images per optimizer step; default 128, segmentation 8.")
-    ] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
-    optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.")] = Optimizer.adam,
-    schedule: Annotated[
-        Schedule, typer.Option(help="Learning-rate schedule, per step.")
-    ] = Schedule.cosine,
-    seed: Annotated[int, typer.Option(help="Seed for init, shuffling and augmentation.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    amp: Annotated[
-        bool, typer.Option(help="Mixed precision (CUDA, or CPU with native bf16).")
-    ] = False,
-    amp_dtype: Annotated[AmpDtype, typer.Option(help="Autocast dtype.")] = AmpDtype.float16,
-    channels_last: Annotated[bool, typer.Option(help="NHWC memory format.")] = True,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    augment: Annotated[
-        bool,
-        typer.Option(
-            help="Augment training batches: random crop + flip (classification); flip, random "
-            "scale/crop and brightness/contrast on photo and mask together (segmentation)."
-        ),
-    ] = False,
-    augment_scale: Annotated[
-        float,
-        typer.Option(help="Segmentation --augment: smallest random crop, as a share of the area."),
-    ] = 0.5,
-    augment_color: Annotated[
-        float, typer.Option(help="Segmentation --augment: brightness/contrast limit (0 = off).")
-    ] = 0.2,
-    crop_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Segmentation: train on random CROP_SIZE x CROP_SIZE crops at the images' own "
-            "scale (after --augment); evaluation always sees whole images."
-        ),
-    ] = None,
-    limit_train: Annotated[
-        int | None, typer.Option(help="Train on N images of the (shuffled) training split only.")
-    ] = None,
-    val_fraction: Annotated[float, typer.Option(help="Share of train held out for val.")] = 0.1,
-    split_seed: Annotated[int, typer.Option(help="Seed of the val split (not of training).")] = 0,
-    eval_batch_size: Annotated[
-        int | None, typer.Option(help="Images per evaluation batch; default 1024, segm. 16.")
-    ] = None,
-    label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing.")] = 0.0,
-    skip_bad_samples: Annotated[
-        bool,
-        typer.Option(
-            "--skip-bad-samples",
-            help="Leave out unusable image/mask files (listed in the run record) instead of "
-            "stopping.",
-        ),
-    ] = False,
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where run folders go.")] = Path("results"),
-    pretrained: Annotated[
-        bool, typer.Option(help="Start from timm/smp ImageNet weights in the local hub cache.")
-    ] = False,
-    weights: Annotated[
-        Path | None, typer.Option(help="Start from this safetensors state dict (any model).")
-    ] = None,
+    **options,
 ):
     """Train MODEL and write its run record: config, history, metrics, figures, checkpoints."""
-    from zoo.config import TrainConfig
-    from zoo.train import fit
+    from zoo.run import train_run
 
-    config = TrainConfig(
-        model=model,
-        dataset=dataset,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        optimizer=optimizer.value,
-        schedule=schedule.value,
-        seed=seed,
-        device=device,
-        amp=amp,
-        amp_dtype=amp_dtype.value,
-        channels_last=channels_last,
-        compile=compile,
-        augment=augment,
-        augment_scale=augment_scale,
-        augment_color=augment_color,
-        crop_size=crop_size,
-        limit_train=limit_train,
-        val_fraction=val_fraction,
-        split_seed=split_seed,
-        eval_batch_size=eval_batch_size,
-        label_smoothing=label_smoothing,
-        skip_bad=skip_bad_samples,
-        data_dir=str(data_dir) if data_dir else None,
-        out=str(out_dir),
-        pretrained=pretrained,
-        weights=str(weights) if weights else None,
-    )
-    result = fit(config, console=err)
-    if result.status != "completed":
-        err.print(f"[red]{result.message}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(130 if result.status == "interrupted" else 1)
-    print_metrics(result.metrics)
-    out.print(f"Run record: {result.run_dir}")
+    record = train_run(TrainConfig(model=model, **options), console=err)
+    if record.status != "completed":
+        err.print(f"[red]{record.message}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(130 if record.status == "interrupted" else 1)
+    print_metrics(record)
+    out.print(f"Run record: {record.run_dir}")
 
 
 @app.command("eval")
@@ -182,7 +106,8 @@ def eval_(
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
 ):
     """Evaluate a run's checkpoint on val and test; rewrite metrics.json and the figures."""
-    from zoo.train import evaluate_run, resolve_device
+    from zoo.evaluate import evaluate_run
+    from zoo.runtime import resolve_device
 
     if checkpoint not in ("best", "last"):
         raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
@@ -210,7 +135,7 @@ def predict(
 ):
     """Predict IMAGES with a run's checkpoint: top-k classes, or a colour-coded mask + overlay."""
     from zoo.predict import predict_files
-    from zoo.train import resolve_device
+    from zoo.runtime import resolve_device
 
     if checkpoint not in ("best", "last"):
         raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
@@ -243,9 +168,7 @@ def list_(
     task: Annotated[TaskName | None, typer.Option(help="Only this task.")] = None,
 ):
     """List the registered models."""
-    import torch
-
-    from zoo.registry import create_model, get_model_entry, list_models
+    from zoo.registry import count_parameters, get_model_entry, list_models
 
     if not any(char in pattern for char in "*?["):
         pattern = f"*{pattern}*"
@@ -256,8 +179,7 @@ def list_(
     table.add_column("description")
     for name in list_models(pattern, task.value if task else None):
         entry = get_model_entry(name)
-        with torch.device("meta"):  # shapes only: no memory, no init time
-            count = sum(p.numel() for p in create_model(name).parameters())
+        count = count_parameters(name)
         table.add_row(name, entry.task, entry.dataset, f"{count:,}", entry.description)
     out.print(table)
 
@@ -309,34 +231,28 @@ def format_score(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-# What the metrics table shows per task: per-class (key, column label) pairs, then the overall keys.
-TABLE_COLUMNS = {
-    "classification": ((("accuracy", "acc"), ("ap", "AP")), ("accuracy", "mean_ap")),
-    "segmentation": (
-        (("ap", "AP"), ("iou", "IoU"), ("accuracy", "acc")),
-        ("mean_ap", "mean_iou", "pixel_accuracy"),
-    ),
-}
-
-
-def print_metrics(record: dict) -> None:
-    """Per-class table (val and test) plus the overall figures of a run, with the task's columns."""
-    per_class, overall = TABLE_COLUMNS[record.get("task", "classification")]
+def print_metrics(record) -> None:
+    """Per-class table (val and test) plus the overall scores of a run record, in the task's
+    metrics (results.TASK_METRICS)."""
+    per_class, overall = record.metrics.per_class, record.metrics.scores
     splits = ("val", "test")
-    table = Table(title=f"{record['model']} on {record['dataset']} ({record.get('checkpoint')})")
+    table = Table(title=f"{record.model} on {record.dataset} ({record.checkpoint})")
     table.add_column("class")
     for split in splits:
-        for _, label in per_class:
-            table.add_column(f"{split} {label}", justify="right")
-    for name in record["class_names"]:
-        scores = [record[s]["per_class"][name][key] for s in splits for key, _ in per_class]
+        for key in per_class:
+            table.add_column(f"{split} {COLUMN_LABELS[key]}", justify="right")
+    for name in record.class_names:
+        scores = [record.per_class(s, key)[name] for s in splits for key in per_class]
         table.add_row(name, *map(format_score, scores))
     table.add_section()
     table.add_row(
-        "[bold]overall", *(format_score(record[s][k], 4) for s in splits for k in overall)
+        "[bold]overall", *(format_score(record.score(s, k), 4) for s in splits for k in overall)
     )
     out.print(table)
-    if record["test"].get("ap_method", "exact") != "exact":
-        out.print(f"AP computed from {record['test']['ap_method']}, not exactly.")
-    if record.get("skipped_samples"):
-        out.print(f"{len(record['skipped_samples'])} bad samples were left out (see metrics.json).")
+    if record.test.get("ap_method", "exact") != "exact":
+        out.print(f"AP computed from {record.test['ap_method']}, not exactly.")
+    if record.skipped_samples:
+        out.print(f"{len(record.skipped_samples)} bad samples were left out (see metrics.json).")
+
+
+COLUMN_LABELS = {"accuracy": "acc", "ap": "AP", "iou": "IoU"}  # "val acc", "test AP", ...

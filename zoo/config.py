@@ -1,93 +1,124 @@
-"""The training recipe: one dataclass, one commented line per field. CLI options map 1:1 onto it."""
+"""The training recipe: one frozen dataclass, one line per field.
+
+`zoo train` has one option per field, with the field's name and help (`cli.config_options` builds
+them from this class), so the two cannot drift apart. Constructing a config only checks values; the
+model's defaults (dataset, batch sizes) are filled in by `resolve`, which returns a new config.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import dataclasses
+from dataclasses import dataclass, field, fields
+from enum import Enum
 
 from zoo.errors import ZooError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("cosine", "onecycle", "none")
-AMP_DTYPES = ("float16", "bfloat16")
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    onecycle = "onecycle"
+    none = "none"
+
+
+class AmpDtype(str, Enum):
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
 # Batch sizes when left unset, by the model's task: 28x28 classification batches are cheap,
 # 256x256 segmentation batches are not (unet-small: ~1 s per 8 images on a 2-core CPU).
 TASK_DEFAULTS = {
     "classification": {"batch_size": 128, "eval_batch_size": 1024},
     "segmentation": {"batch_size": 8, "eval_batch_size": 16},
 }
+RENAMED_FIELDS = {"skip_bad": "skip_bad_samples"}  # old run records -> today's names
 
 
-@dataclass
+def option(default, help: str):
+    """A field with a default and the help text of its `zoo train` option."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    model: str  # registry name, e.g. "baseline-cnn" (`zoo list`)
-    dataset: str | None = None  # registry name; None = the model's default dataset
-    epochs: int = 15  # passes over the training split
-    batch_size: int | None = None  # images per optimizer step; None = 128, segmentation 8
-    lr: float = 1e-3  # peak learning rate
-    weight_decay: float = 0.0  # decoupled for adamw, L2 for adam and sgd
-    optimizer: str = "adam"  # adam | adamw | sgd (sgd uses Nesterov momentum 0.9)
-    schedule: str = "cosine"  # cosine | onecycle | none, stepped every batch
-    seed: int = 0  # model init, shuffling and augmentation
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    amp: bool = False  # mixed precision (CUDA; CPU only with native bf16)
-    amp_dtype: str = "float16"  # float16 (with GradScaler) | bfloat16
-    channels_last: bool = True  # NHWC memory format: 1.3-2.5x faster conv training on CPU
-    compile: bool = False  # torch.compile the model
-    augment: bool = False  # crop + flip; segmentation: joint flip, scale/crop, brightness/contrast
-    augment_scale: float = 0.5  # segmentation --augment: smallest crop, share of area (1 = none)
-    augment_color: float = 0.2  # segmentation --augment: brightness/contrast limit (0 = none)
-    crop_size: int | None = None  # segmentation: train on random CxC crops (None = whole images)
-    val_fraction: float = 0.1  # share of train held out for model selection
-    split_seed: int = 0  # seeds the validation split only, so all runs share it
-    limit_train: int | None = None  # use only the first N training images (quick runs)
-    eval_batch_size: int | None = None  # images per evaluation pass; None = 1024, segm. 16
-    label_smoothing: float = 0.0  # cross-entropy label smoothing
-    skip_bad: bool = False  # leave unusable image/mask files out (listed in the run record)
-    data_dir: str | None = None  # data root; None = $ZOO_DATA or the user cache
-    out: str = "results"  # runs go to <out>/<dataset>/<model>/<run-id>/
-    pretrained: bool = False  # start from timm/smp ImageNet weights in the local hub cache
-    weights: str | None = None  # start from this safetensors state dict (any model)
+    model: str = field(metadata={"help": "Registry name, e.g. baseline-cnn (see `zoo list`)."})
+    dataset: str | None = option(None, "Dataset name; default: the model's (see `zoo datasets`).")
+    epochs: int = option(15, "Passes over the training split.")
+    batch_size: int | None = option(None, "Images per optimizer step; default 128, segm. 8.")
+    lr: float = option(1e-3, "Peak learning rate.")
+    weight_decay: float = option(0.0, "Weight decay: L2 for adam and sgd, decoupled for adamw.")
+    optimizer: Optimizer = option(Optimizer.adam, "sgd uses Nesterov momentum 0.9.")
+    schedule: Schedule = option(Schedule.cosine, "Learning-rate schedule, stepped every batch.")
+    seed: int = option(0, "Seed of model init, shuffling and augmentation.")
+    device: str = option("auto", "auto (CUDA when visible), cpu, cuda or cuda:N.")
+    amp: bool = option(False, "Mixed precision (CUDA; CPU only with native bf16).")
+    amp_dtype: AmpDtype = option(AmpDtype.float16, "Autocast dtype; float16 adds a GradScaler.")
+    channels_last: bool = option(True, "NHWC memory format for the model and its inputs.")
+    compile: bool = option(False, "torch.compile the model for training.")
+    augment: bool = option(
+        False,
+        "Augment training batches: random crop + flip (classification); flip, random scale/crop "
+        "and brightness/contrast on photo and mask together (segmentation).",
+    )
+    augment_scale: float = option(0.5, "Segmentation --augment: smallest crop, share of the area.")
+    augment_color: float = option(0.2, "Segmentation --augment: brightness/contrast limit (0=off).")
+    crop_size: int | None = option(
+        None, "Segmentation: train on random CROP_SIZE x CROP_SIZE crops at the images' own scale."
+    )
+    val_fraction: float = option(0.1, "Share of the training set held out for validation.")
+    split_seed: int = option(0, "Seed of the validation split only, so all runs share it.")
+    limit_train: int | None = option(None, "Train on the first N training images only.")
+    eval_batch_size: int | None = option(
+        None, "Images per evaluation pass; default 1024, segm. 16."
+    )
+    label_smoothing: float = option(0.0, "Cross-entropy label smoothing of the training loss.")
+    skip_bad_samples: bool = option(
+        False, "Leave out unusable image/mask files (listed in the run record) instead of stopping."
+    )
+    sync_bn: bool = option(False, "Multi-process runs: synchronise BatchNorm statistics.")
+    data_dir: str | None = option(None, "Data root; default: $ZOO_DATA, else ~/.cache/zoo/data.")
+    out: str = option("results", "Where run folders go: OUT/<dataset>/<model>/<run-id>/.")
+    pretrained: bool = option(False, "timm/smp: start from ImageNet weights in the local cache.")
+    weights: str | None = option(None, "Start from this safetensors state dict (any model).")
 
     def __post_init__(self) -> None:
-        from zoo.registry import get_model_entry
-
-        task = get_model_entry(self.model).task
-        if self.batch_size is None:
-            self.batch_size = TASK_DEFAULTS[task]["batch_size"]
-        if self.eval_batch_size is None:
-            self.eval_batch_size = TASK_DEFAULTS[task]["eval_batch_size"]
-        if self.crop_size is not None and task != "segmentation":
-            raise ZooError(
-                f"--crop-size is for segmentation models and {self.model} classifies; drop it."
-            )
+        # Enum fields also accept their plain string values (as JSON and the Python API give them).
+        for name, kind in (
+            ("optimizer", Optimizer),
+            ("schedule", Schedule),
+            ("amp_dtype", AmpDtype),
+        ):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                choices = ", ".join(member.value for member in kind)
+                raise ZooError(f"Unknown {name} {value!r}; choose one of {choices}.") from None
         self.validate()
 
     def validate(self) -> None:
-        """Reject a bad recipe before any work, each with one sentence naming the fix."""
+        """Reject a bad value before any work, each with one sentence naming the fix."""
         checks = [
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}."),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}."),
             (
-                self.eval_batch_size >= 1,
-                f"eval_batch_size must be at least 1, got {self.eval_batch_size}.",
+                self.batch_size is None or self.batch_size >= 1,
+                f"--batch-size must be at least 1, got {self.batch_size}.",
+            ),
+            (
+                self.eval_batch_size is None or self.eval_batch_size >= 1,
+                f"--eval-batch-size must be at least 1, got {self.eval_batch_size}.",
             ),
             (self.lr > 0, f"--lr must be greater than 0, got {self.lr}."),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}."),
             (
-                self.optimizer in OPTIMIZERS,
-                f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.",
-            ),
-            (
-                self.schedule in SCHEDULES,
-                f"Unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.",
-            ),
-            (
-                self.amp_dtype in AMP_DTYPES,
-                f"Unknown --amp-dtype {self.amp_dtype!r}; choose float16 or bfloat16.",
-            ),
-            (
                 0 < self.val_fraction < 1,
-                f"val_fraction must be in (0, 1), got {self.val_fraction}.",
+                f"--val-fraction must be in (0, 1), got {self.val_fraction}.",
             ),
             (
                 self.limit_train is None or self.limit_train >= 1,
@@ -114,10 +145,37 @@ class TrainConfig:
             if not ok:
                 raise ZooError(message)
 
+    def resolve(self, task: str, default_dataset: str) -> TrainConfig:
+        """This recipe with the model's defaults filled in (a new config; this one is unchanged)."""
+        if self.crop_size is not None and task != "segmentation":
+            raise ZooError(
+                f"--crop-size is for segmentation models and {self.model} classifies; drop it."
+            )
+        defaults = TASK_DEFAULTS[task]
+        return dataclasses.replace(
+            self,
+            dataset=self.dataset or default_dataset,
+            batch_size=self.batch_size or defaults["batch_size"],
+            eval_batch_size=self.eval_batch_size or defaults["eval_batch_size"],
+        )
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON values (enums as their strings)."""
+        return {
+            f.name: getattr(self, f.name).value
+            if isinstance(getattr(self, f.name), Enum)
+            else getattr(self, f.name)
+            for f in fields(self)
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from `to_dict` output or an older run record (renamed keys are mapped, keys
+        this version does not know are ignored)."""
+        values = {RENAMED_FIELDS.get(key, key): value for key, value in values.items()}
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Names of the fields whose values differ."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]

@@ -156,31 +156,46 @@ def first_conv_weight(model: torch.nn.Module) -> torch.Tensor | None:
     return None
 
 
-def per_class_values(record: dict, metric: str) -> dict[str, dict[str, float | None]]:
-    """`record[split]["per_class"][name][metric]` for val and test, as `plot_per_class` takes."""
-    names = record["class_names"]
-    return {s: {n: record[s]["per_class"][n][metric] for n in names} for s in ("val", "test")}
+def per_class_values(record, metric: str) -> dict[str, dict[str, float | None]]:
+    """A RunRecord's per-class `metric` for val and test, as `plot_per_class` takes them."""
+    return {split: record.per_class(split, metric) for split in ("val", "test")}
 
 
-def write_figures(folder: Path, figures: dict[str, Figure], history: list[dict]) -> list[Path]:
-    """Save `figures` (file name -> Figure) plus the loss curves when there is a history."""
-    if history:
-        figures["curves.png"] = plot_curves(history)
+def class_palette(info) -> tuple[tuple[int, int, int], ...]:
+    """The dataset's own class colours, else distinct ones: black, then matplotlib's tab20."""
+    if info.palette is not None:
+        return info.palette
+    colours = [(0, 0, 0)] + [
+        tuple(int(255 * c) for c in matplotlib.colormaps["tab20"](i % 20)[:3])
+        for i in range(info.num_classes - 1)
+    ]
+    return tuple(colours[: info.num_classes])
+
+
+def save_run_figures(record, model, test_split, test_predictions) -> list[Path]:
+    """Draw a finished run's figures into `record.run_dir / "figures"` and list them in
+    `record.figures`: the record's metrics and history, the test split (on the CPU) with its
+    predictions, and the model's first conv filters."""
+    folder = record.run_dir / "figures"
+    if record.task == "segmentation":
+        figures = segmentation_figures(record, test_split, test_predictions.probs)
+    else:
+        figures = classification_figures(record, model, test_split, test_predictions.probs)
+    if record.history:
+        figures["curves.png"] = plot_curves(record.history)
     for filename, fig in figures.items():
         save_figure(fig, folder / filename)
+    record.figures = sorted(f"figures/{name}" for name in figures)
     return [folder / filename for filename in figures]
 
 
-def save_classification_figures(
-    folder: Path, history: list[dict], record: dict, model, test_split, test_probs, info
-) -> list[Path]:
-    """The figures of a classification run (`test_split` on the CPU); returns the files written."""
-    names = list(info.class_names)
+def classification_figures(record, model, test_split, test_probs) -> dict[str, Figure]:
+    names = record.class_names
     figures = {
         "per_class_accuracy.png": plot_per_class(per_class_values(record, "accuracy"), "accuracy"),
         "per_class_ap.png": plot_per_class(per_class_values(record, "ap"), "average precision"),
         "confusion_matrix.png": plot_confusion(
-            record["test"]["confusion_matrix"], names, "test confusion matrix"
+            record.test["confusion_matrix"], names, "test confusion matrix"
         ),
         "examples.png": plot_examples(
             test_split.images, test_split.targets, test_probs.argmax(1), names
@@ -189,7 +204,7 @@ def save_classification_figures(
     weight = first_conv_weight(model)
     if weight is not None:
         figures["filters.png"] = plot_filters(weight)
-    return write_figures(folder, figures, history)
+    return figures
 
 
 def colorize(mask: torch.Tensor, palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
@@ -232,22 +247,13 @@ def plot_segmentation_examples(
     return fig
 
 
-def save_segmentation_figures(
-    folder: Path, history: list[dict], record: dict, model, test_split, test_probs, info
-) -> list[Path]:
-    """The figures of a segmentation run (`test_split` on the CPU); returns the files written.
-
-    `examples.png` shows the test images with the highest and the lowest mean IoU.
-    """
+def segmentation_figures(record, test_split, test_probs) -> dict[str, Figure]:
+    """`examples.png` shows the test images with the highest and the lowest mean IoU."""
+    from zoo.data.base import get_dataset_info
     from zoo.metrics import per_image_mean_iou
 
-    names = list(info.class_names)
-    palette = info.palette
-    if palette is None:
-        from zoo.data.facade import default_palette
-
-        palette = default_palette(len(names))
-
+    names = record.class_names
+    palette = class_palette(get_dataset_info(record.dataset))
     predictions = test_probs.argmax(1)
     scores = per_image_mean_iou(predictions, test_split.targets, len(names))
     order = scores.nan_to_num(-1.0).argsort(descending=True).tolist()
@@ -255,14 +261,13 @@ def save_segmentation_figures(
     chosen = order[:count] + order[::-1][:count][::-1]
     labels = [f"best {k + 1}" for k in range(count)] + [f"worst {count - k}" for k in range(count)]
     labels = [f"{label}, IoU {scores[i]:.2f}" for label, i in zip(labels, chosen, strict=True)]
-    figures = {
+    return {
         "per_class_ap.png": plot_per_class(per_class_values(record, "ap"), "average precision"),
         "per_class_iou.png": plot_per_class(per_class_values(record, "iou"), "IoU"),
         "confusion_matrix.png": plot_confusion(
-            record["test"]["confusion_matrix"], names, "test confusion matrix (pixels)"
+            record.test["confusion_matrix"], names, "test confusion matrix (pixels)"
         ),
         "examples.png": plot_segmentation_examples(
             test_split.images, predictions, test_split.targets, chosen, labels, names, palette
         ),
     }
-    return write_figures(folder, figures, history)

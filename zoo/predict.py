@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from zoo import results
-from zoo.config import TrainConfig
-from zoo.data.base import DatasetInfo, get_dataset_info, normalize
+from zoo.checkpoint import BEST, load_run_model
+from zoo.data.base import DatasetInfo
+from zoo.data.images import read_image
+from zoo.data.splits import normalize
 from zoo.errors import ZooError
 
 OVERLAY_ALPHA = 0.5  # share of the mask colour in the overlay
@@ -29,29 +31,6 @@ class Prediction:
     top_classes: list[tuple[str, float]] = field(default_factory=list)  # classification
     mask: Path | None = None  # segmentation: colour-coded class map
     overlay: Path | None = None  # segmentation: photo blended with the mask
-
-
-def load_run_model(run_dir: Path, checkpoint: str, device: torch.device):
-    """(model in eval mode on `device`, its dataset's info) for a run folder."""
-    from zoo.train import build_model
-
-    saved, _ = results.load_run(run_dir)
-    config = TrainConfig.from_dict(saved["config"])
-    info = get_dataset_info(config.dataset)
-    config.channels_last = False  # single images: the memory format gains nothing
-    model = build_model(config, info, device, start_weights=False)  # the checkpoint replaces them
-    results.load_checkpoint(run_dir / checkpoint, model)
-    return model.eval(), info
-
-
-def read_photo(path: Path, info: DatasetInfo) -> Image.Image:
-    """The image in the run's colour mode; ZooError naming the file when it cannot be read."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB" if info.in_chans == 3 else "L")
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ZooError(f"{path} is not a readable image ({error}).") from None
 
 
 def to_input(image: Image.Image, info: DatasetInfo, device: torch.device) -> torch.Tensor:
@@ -67,7 +46,7 @@ def to_input(image: Image.Image, info: DatasetInfo, device: torch.device) -> tor
 def predict_image(
     model, path: Path, info: DatasetInfo, device: torch.device, out_dir: Path, top_k: int
 ) -> Prediction:
-    image = read_photo(path, info)
+    image = read_image(path, "RGB" if info.in_chans == 3 else "L")
     logits = model(to_input(image, info, device)).float()
     if info.task == "classification":
         probs = logits.softmax(1)[0].cpu()
@@ -79,9 +58,9 @@ def predict_image(
     # Back to the photo's own size before the argmax, so class borders stay smooth.
     logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear")
     classes = logits.argmax(1)[0].cpu().numpy()
-    from zoo.data.facade import default_palette
+    from zoo.plots import class_palette
 
-    palette = np.asarray(info.palette or default_palette(info.num_classes), dtype=np.uint8)
+    palette = np.asarray(class_palette(info), dtype=np.uint8)
     colours = palette[classes]
     photo = np.asarray(image.convert("RGB"), dtype=np.float32)
     overlay = (1 - OVERLAY_ALPHA) * photo + OVERLAY_ALPHA * colours
@@ -100,19 +79,22 @@ def predict_files(
     images: list[Path],
     *,
     out_dir: Path | None = None,
-    checkpoint: str = results.BEST,
+    checkpoint: str = BEST,
     device: torch.device | None = None,
     top_k: int = 5,
 ) -> tuple[list[Prediction], list[str]]:
     """Predict every image; returns the predictions and one error sentence per failed file."""
     run_dir = Path(run_dir)
     device = device or torch.device("cpu")
-    model, info = load_run_model(run_dir, checkpoint, device)
+    # Single images: the channels-last memory format gains nothing.
+    model, info = load_run_model(
+        results.read_record(run_dir), checkpoint, device, channels_last=False
+    )
     out_dir = out_dir or run_dir / "predictions"
     predictions, errors = [], []
     for path in images:
         try:
             predictions.append(predict_image(model, Path(path), info, device, out_dir, top_k))
         except ZooError as error:
-            errors.append(str(error))
+            errors.append(str(error).rstrip(".") + ".")
     return predictions, errors

@@ -1,13 +1,15 @@
 """Name -> factory registries for models and datasets, in the style of torchvision's `_api.py`.
 
 Importing a family module (`zoo.models.cnn`, `zoo.data.fashion_mnist`, ...) registers its entries.
-`zoo/__init__.py` imports them all, so `zoo.create_model("baseline-cnn")` just works.
+Each registry imports its package (`zoo.models`, `zoo.data`) on its first lookup, so
+`zoo.create_model("baseline-cnn")` just works, and this module imports neither torch nor numpy.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import inspect
 import re
 from collections.abc import Callable
@@ -29,6 +31,7 @@ class Entry:
     description: str  # one line, shown by `zoo list`
     factory: Callable[..., Any]
     info: Any = None  # datasets: their DatasetInfo
+    num_parameters: int | None = None  # models: declared where counting would import timm/smp
 
 
 def _natural_key(name: str) -> list:
@@ -38,15 +41,30 @@ def _natural_key(name: str) -> list:
 class Registry:
     """One dict of entries plus the lookups every registry needs."""
 
-    def __init__(self, kind: str, list_command: str):
+    def __init__(self, kind: str, list_command: str, package: str | None = None):
         self.kind = kind  # "model" or "dataset", used in messages
         self.list_command = list_command  # what to type to see the names
+        self.package = package  # importing it registers every entry (None: nothing to import)
+        self.loaded = False
         self.entries: dict[str, Entry] = {}
         # Prefix resolvers build entries on demand for names like "timm/resnet18".
         self.prefixes: dict[str, Callable[[str], Entry]] = {}
 
+    def load(self) -> None:
+        """Import the package that registers the entries, once (on the first lookup)."""
+        if not self.loaded and self.package is not None:
+            self.loaded = True
+            importlib.import_module(self.package)
+
     def register(
-        self, name: str, *, task: Task, dataset: str = "", description: str = "", info: Any = None
+        self,
+        name: str,
+        *,
+        task: Task,
+        dataset: str = "",
+        description: str = "",
+        info: Any = None,
+        num_parameters: int | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -54,7 +72,8 @@ class Registry:
         def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
             if name in self.entries:
                 raise ValueError(f"A {self.kind} named {name!r} is already registered.")
-            self.entries[name] = Entry(name, task, dataset, description, factory, info)
+            entry = Entry(name, task, dataset, description, factory, info, num_parameters)
+            self.entries[name] = entry
             return factory
 
         return wrap
@@ -65,6 +84,7 @@ class Registry:
         self.prefixes[prefix] = resolver
 
     def names(self, pattern: str | list[str] = "*", task: Task | None = None) -> list[str]:
+        self.load()
         patterns = [pattern] if isinstance(pattern, str) else pattern
         found = {
             name
@@ -75,6 +95,7 @@ class Registry:
         return sorted(found, key=_natural_key)
 
     def get(self, name: str) -> Entry:
+        self.load()
         if name in self.entries:
             return self.entries[name]
         for separator in ("/", ":"):  # timm/resnet18, segfolder:PATH
@@ -92,13 +113,21 @@ class Registry:
         )
 
 
-MODELS = Registry("model", "zoo list")
-DATASETS = Registry("dataset", "zoo datasets")
+MODELS = Registry("model", "zoo list", "zoo.models")
+DATASETS = Registry("dataset", "zoo datasets", "zoo.data")
 
 
-def register_model(name: str, *, task: Task, dataset: str, description: str):
-    """Decorator: register `factory(num_classes, in_chans, **kwargs) -> nn.Module` under `name`."""
-    return MODELS.register(name, task=task, dataset=dataset, description=description)
+def register_model(
+    name: str, *, task: Task, dataset: str, description: str, num_parameters: int | None = None
+):
+    """Decorator: register `factory(num_classes, in_chans, **kwargs) -> nn.Module` under `name`.
+
+    `num_parameters` (for the default dataset's classes and channels) lets `zoo list` show the
+    count without building the model; tests/test_models.py checks it against the real count.
+    """
+    return MODELS.register(
+        name, task=task, dataset=dataset, description=description, num_parameters=num_parameters
+    )
 
 
 def list_models(pattern: str | list[str] = "*", task: Task | None = None) -> list[str]:
@@ -136,27 +165,19 @@ def create_model(
         kwargs["pretrained"] = True
     model = entry.factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
     if weights is not None:
+        from zoo.checkpoint import load_weights  # torch + safetensors: only when asked for
+
         load_weights(model, weights, name)
     return model
 
 
-def load_weights(
-    model, path: str | Path, name: str, *, what: str = "Weights file", fix: str | None = None
-) -> None:
-    """Load a safetensors state dict into `model` strictly: every key present, every shape equal.
+def count_parameters(name: str) -> int:
+    """Parameters of model `name` for its default dataset: the declared count when there is one,
+    else counted on the meta device (shapes only, no memory, no init time)."""
+    entry = MODELS.get(name)
+    if entry.num_parameters is not None:
+        return entry.num_parameters
+    import torch
 
-    A missing, damaged or not fitting file is a ZooError naming `what` and `path`, ending with
-    `fix` (by default, the fix for a --weights file).
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ZooError(f"{what} {path} does not exist; {fix or 'check the --weights path.'}")
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except (RuntimeError, OSError, SafetensorError) as error:  # bad keys/shapes, not safetensors
-        first_line = str(error).strip().splitlines()[0]
-        fix = fix or f"pass a file saved from {name} with the same num_classes and in_chans."
-        raise ZooError(f"{what} {path} does not fit {name} ({first_line}); {fix}") from error
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(name).parameters())

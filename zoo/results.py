@@ -1,37 +1,43 @@
-"""Run records: the folder a training run writes, written atomically, and read back.
+"""Run records: the one schema of what a run folder holds, its atomic I/O, and reading many.
 
     results/<dataset>/<model>/<run-id>/
-        config.json      the recipe (TrainConfig) and the environment it ran in
-        history.csv      one row per epoch
-        metrics.json     status and final val/test metrics (SCHEMA_VERSION)
+        config.json      the recipe (TrainConfig), the precision that ran, the environment
+        history.csv      one row per completed epoch
+        metrics.json     status, progress, final val/test metrics, tags (SCHEMA_VERSION)
         figures/*.png    what people look at
-        best.safetensors, last.safetensors   weights (git-ignored)
+        best.safetensors, last.safetensors, train_state.safetensors   (git-ignored)
 
-Every file is written to a temporary name and renamed into place, so a crash or Ctrl-C never
-leaves a half-written record behind.
+`RunRecord` is that schema in code: every reader (eval, compare, sweep, the report) goes through
+`read_record` / `load_runs` and the task's metric names in `TASK_METRICS`, never through the
+JSON keys or the folder name. Every file is written to a temporary name and renamed into place,
+so a crash, Ctrl-C or full disk never leaves a half-written record behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
+from zoo.config import TrainConfig
 from zoo.errors import ZooError
-from zoo.registry import load_weights
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 added these optional metrics.json keys and renamed the config field skip_bad to
+# skip_bad_samples; version 1 records read as version 2 ones without them.
+V2_KEYS = ("skipped_samples", "tags", "distributed", "figures")
 CONFIG, HISTORY, METRICS, FIGURES = "config.json", "history.csv", "metrics.json", "figures"
-BEST, LAST = "best.safetensors", "last.safetensors"
+STATUSES = ("running", "completed", "interrupted", "diverged", "pruned")
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -44,73 +50,303 @@ HISTORY_COLUMNS = [
 ]
 
 
+@dataclass(frozen=True)
+class TaskMetrics:
+    """The metric names of one task, so readers need not know which task a record is."""
+
+    selection: str  # history column that picks best.safetensors (higher is better)
+    scores: tuple[str, ...]  # split-level scores in val/test; the first is the headline
+    per_class: tuple[str, ...]  # per-class scores in val/test["per_class"][name]
+
+
+TASK_METRICS = {
+    "classification": TaskMetrics("val_accuracy", ("accuracy", "mean_ap"), ("accuracy", "ap")),
+    "segmentation": TaskMetrics(
+        "val_mean_iou", ("mean_ap", "mean_iou", "pixel_accuracy"), ("ap", "iou", "accuracy")
+    ),
+}
+METRIC_LABELS = {  # how tables title them
+    "accuracy": "accuracy",
+    "mean_ap": "mean AP",
+    "mean_iou": "mIoU",
+    "pixel_accuracy": "pixel accuracy",
+    "ap": "AP",
+    "iou": "IoU",
+}
+
+
+@dataclass
+class RunRecord:
+    """A run folder's config.json + history.csv + metrics.json as one typed object."""
+
+    config: TrainConfig  # the recipe, with the model's defaults filled in
+    task: str  # classification | segmentation
+    precision: str  # what training ran: fp32 | fp16 | bf16
+    environment: dict  # versions, hardware, threads, git commit (`environment()`)
+    status: str = "running"  # one of STATUSES
+    message: str = ""  # empty when completed, else what happened and what to do
+    num_parameters: int | None = None
+    epochs_completed: int = 0
+    best_epoch: int | None = None
+    train_images_per_second: float | None = None  # median over the epochs
+    history: list[dict] = field(default_factory=list)  # history.csv rows
+    checkpoint: str | None = None  # the weights val/test were computed from
+    eval_precision: str | None = None
+    class_names: list[str] = field(default_factory=list)
+    val: dict | None = None  # split metrics (metrics.py), None until evaluated
+    test: dict | None = None
+    skipped_samples: list[str] = field(default_factory=list)  # bad files left out
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. study, trial, seed group
+    distributed: dict | None = None  # world_size, per-rank batch size, backend
+    figures: list[str] = field(default_factory=list)  # paths relative to the run folder
+    schema_version: int = SCHEMA_VERSION
+    run_dir: Path | None = None  # where it was read from or is written to (not saved)
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset
+
+    @property
+    def metrics(self) -> TaskMetrics:
+        return TASK_METRICS[self.task]
+
+    def split(self, name: str) -> dict:
+        """val or test metrics; an unevaluated split is {} (so score() gives None)."""
+        return getattr(self, name) or {}
+
+    def score(self, split: str, name: str) -> float | None:
+        return self.split(split).get(name)
+
+    def per_class(self, split: str, name: str) -> dict[str, float | None]:
+        """{class name: `name` score} of one split, e.g. per_class("test", "ap")."""
+        per_class = self.split(split).get("per_class", {})
+        return {c: per_class[c][name] for c in self.class_names if c in per_class}
+
+    def metrics_document(self) -> dict:
+        """What metrics.json holds."""
+        document = {
+            "schema_version": self.schema_version,
+            "model": self.model,
+            "dataset": self.dataset,
+            "task": self.task,
+            "precision": self.precision,
+            "num_parameters": self.num_parameters,
+            "status": self.status,
+            "message": self.message,
+            "epochs_completed": self.epochs_completed,
+            "best_epoch": self.best_epoch,
+            "train_images_per_second": self.train_images_per_second,
+            "checkpoint": self.checkpoint,
+            "eval_precision": self.eval_precision,
+            "class_names": self.class_names,
+            "val": self.val,
+            "test": self.test,
+            "skipped_samples": self.skipped_samples,
+            "tags": self.tags,
+            "distributed": self.distributed,
+            "figures": self.figures,
+        }
+        optional = ("checkpoint", "eval_precision", "class_names", "val", "test", *V2_KEYS)
+        return {k: v for k, v in document.items() if k not in optional or v not in (None, [], {})}
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to `.NAME.tmp`, fsync, rename: a reader sees the old file or the new one, and a
+    failed write (full disk, ...) leaves the old one intact and raises OSError."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ZooError(f"{path} does not exist; is {path.parent} a zoo run folder?") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ZooError(f"{path} is not valid JSON ({error}); the run record is damaged.") from None
+    except OSError as error:
+        raise ZooError(
+            f"{path} cannot be read ({error.strerror}); check its permissions."
+        ) from None
+    if not isinstance(data, dict):
+        raise ZooError(f"{path} holds a {type(data).__name__}, not a run record's JSON object.")
+    return data
 
 
-def write_history(path: Path, rows: list[dict]) -> None:
+def history_text(rows: list[dict]) -> str:
     """HISTORY_COLUMNS, then any task-specific columns of the rows (e.g. val_mean_iou)."""
     buffer = io.StringIO()
     extra = [key for key in (rows[0] if rows else {}) if key not in HISTORY_COLUMNS]
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS + extra, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def read_history(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [
-            {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="") as f:
+            rows = [
+                {k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(f)
+            ]
+    except (ValueError, csv.Error, UnicodeDecodeError) as error:
+        raise ZooError(
+            f"{path} is not a zoo history CSV ({error}); the record is damaged."
+        ) from None
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    return rows
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, metadata: dict[str, str]) -> None:
-    """Model weights as safetensors, written atomically; metadata values must be strings."""
-    state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+# ----------------------------------------------------------------------------- records
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module) -> None:
-    """Load a run's checkpoint; missing or damaged -> a ZooError naming the file and the fix."""
-    fix = "train the run again, or use its other checkpoint (--checkpoint best or last)."
-    load_weights(unwrap(model), path, "the run's model", what="Checkpoint", fix=fix)
+def write_config(record: RunRecord) -> None:
+    document = {
+        "schema_version": record.schema_version,
+        "config": record.config.to_dict(),
+        "precision": record.precision,
+        "environment": record.environment,
+    }
+    write_json(record.run_dir / CONFIG, document)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under torch.compile's wrapper, whose state_dict keys are the plain ones."""
-    return getattr(model, "_orig_mod", model)
+def write_history(record: RunRecord) -> None:
+    atomic_write_bytes(record.run_dir / HISTORY, history_text(record.history).encode())
+
+
+def write_metrics(record: RunRecord) -> None:
+    write_json(record.run_dir / METRICS, record.metrics_document())
+
+
+def write_record(record: RunRecord) -> None:
+    """All three files (config.json, history.csv, metrics.json)."""
+    write_config(record)
+    write_history(record)
+    write_metrics(record)
+
+
+def read_record(run_dir: str | Path) -> RunRecord:
+    """A run folder's record; a missing, damaged or newer-versioned one is a ZooError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ZooError(f"Run folder {run_dir} does not exist; pass a folder made by `zoo train`.")
+    saved, metrics = read_json(run_dir / CONFIG), read_json(run_dir / METRICS)
+    version = metrics.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ZooError(f"{run_dir / METRICS} is from a newer zoo; upgrade zoo to read it.")
+    try:
+        config = TrainConfig.from_dict(saved["config"])
+        record = RunRecord(
+            config=config,
+            task=metrics["task"],
+            precision=metrics.get("precision", saved.get("precision", "fp32")),
+            environment=saved.get("environment", {}),
+            run_dir=run_dir,
+            schema_version=version,
+            history=read_history(run_dir / HISTORY),
+            **{
+                key: metrics[key]
+                for key in RECORD_KEYS
+                if key in metrics and key not in ("model", "dataset", "task", "precision")
+            },
+        )
+    except (KeyError, TypeError, ZooError) as error:
+        raise ZooError(
+            f"{run_dir} is not a readable zoo run record ({error}); remove it or rerun `zoo train`."
+        ) from None
+    if record.task not in TASK_METRICS or record.status not in STATUSES:
+        raise ZooError(f"{run_dir / METRICS} has an unknown task or status; the record is damaged.")
+    return record
+
+
+RECORD_KEYS = {
+    "num_parameters",
+    "status",
+    "message",
+    "epochs_completed",
+    "best_epoch",
+    "train_images_per_second",
+    "checkpoint",
+    "eval_precision",
+    "class_names",
+    "val",
+    "test",
+    "skipped_samples",
+    "tags",
+    "distributed",
+    "figures",
+}
+
+
+def load_runs(path: str | Path) -> tuple[list[RunRecord], list[str]]:
+    """Every run record under `path` (a run folder or any folder above them), and one warning
+    sentence per folder that looks like a run but cannot be read (damaged, foreign, unfinished
+    files are skipped, never fatal)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ZooError(f"{path} is not a folder; pass a results folder such as results/.")
+    records, warnings = [], []
+    for metrics_path in sorted(path.rglob(METRICS)):
+        try:
+            records.append(read_record(metrics_path.parent))
+        except ZooError as error:
+            warnings.append(f"Skipped {metrics_path.parent}: {error}")
+    return records, warnings
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Prove that run folders can be written under `folder`, before any work starts: a ZooError
+    naming the folder otherwise (under a file, read-only, a system path). Folders created for
+    the probe are removed again, so a refused recipe leaves nothing behind."""
+    folder = Path(folder).expanduser()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".zoo-probe-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ZooError(
+            f"Cannot write run folders to {folder} ({reason}); pass --out with a folder you can "
+            "write to."
+        ) from None
+    finally:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    return folder
 
 
 def new_run_dir(out: str | Path, dataset: str, model: str) -> Path:
-    """A fresh folder results/<dataset>/<model>/<UTC time>[-N]; model names like timm/x nest."""
-    parent = Path(out) / dataset / model.replace("/", "--")
+    """A fresh folder out/<dataset>/<model>/<UTC time>[-N]. mkdir is atomic, so processes
+    starting in the same second get distinct folders. `/` in a name (timm/x) becomes `--`."""
+    parent = Path(out) / dataset.replace("/", "--") / model.replace("/", "--")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     for suffix in ["", *(f"-{i}" for i in range(2, 1000))]:
         run_dir = parent / f"{stamp}{suffix}"
@@ -120,6 +356,14 @@ def new_run_dir(out: str | Path, dataset: str, model: str) -> Path:
         except FileExistsError:
             continue
     raise ZooError(f"Could not create a new run folder under {parent}; clean it up and retry.")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN: an undefined score is null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- environment
 
 
 def cpu_model() -> str:
@@ -149,8 +393,10 @@ def git_commit() -> str | None:
     return f"{commit}+dirty" if changes else commit
 
 
-def environment(device: torch.device) -> dict:
+def environment(device) -> dict:
     """What a reader needs to judge or reproduce the numbers: versions, hardware, threads."""
+    import torch
+
     from zoo import __version__
 
     env = {
@@ -170,14 +416,3 @@ def environment(device: torch.device) -> dict:
         env["cuda"] = torch.version.cuda
         env["cudnn"] = torch.backends.cudnn.version()
     return env
-
-
-def load_run(run_dir: str | Path) -> tuple[dict, dict]:
-    """(config.json, metrics.json) of a run folder, with clear errors for anything else."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ZooError(f"Run folder {run_dir} does not exist; pass a folder made by `zoo train`.")
-    config, metrics = read_json(run_dir / CONFIG), read_json(run_dir / METRICS)
-    if metrics.get("schema_version", 0) > SCHEMA_VERSION:
-        raise ZooError(f"{run_dir / METRICS} is from a newer zoo; upgrade zoo to read it.")
-    return config, metrics

@@ -10,9 +10,8 @@ import gzip
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from zoo.data.base import DatasetInfo, Split, md5sum, register_dataset
+from zoo.data.base import Arrays, DatasetInfo, md5sum, register_dataset
 from zoo.data.download import download
 from zoo.errors import ZooError
 
@@ -111,7 +110,7 @@ def ensure_files(folder: Path, download_missing: bool) -> None:
 
 
 @register_dataset(INFO)
-def load(root: Path, download: bool = True) -> dict[str, Split]:
+def load(root: Path, download: bool = True) -> dict[str, Arrays]:
     folder = root / FOLDER
     ensure_files(folder, download)
     splits = {}
@@ -125,6 +124,5 @@ def load(root: Path, download: bool = True) -> dict[str, Split]:
             )
         if labels.max(initial=0) >= INFO.num_classes:
             raise ZooError(f"{folder / f'{prefix}-labels-idx1-ubyte.gz'} has labels above 9.")
-        images_tensor = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 28, 28), no copy
-        splits[split] = Split(images_tensor, torch.from_numpy(labels))
+        splits[split] = Arrays(images[:, None], labels)  # (N, 1, 28, 28), no copy
     return splits

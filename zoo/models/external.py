@@ -307,31 +307,41 @@ MODELS.register_prefix("smp", resolve_smp)
 # ----------------------------------------------------------------------------- curated entries
 
 
-def _timm(timm_name: str, description: str) -> None:
+def _timm(timm_name: str, num_parameters: int, description: str) -> None:
     name = f"timm/{timm_name}"
-    register_model(name, task="classification", dataset="fashion-mnist", description=description)(
-        timm_factory(timm_name, name)
-    )
+    register_model(
+        name,
+        task="classification",
+        dataset="fashion-mnist",
+        description=description,
+        num_parameters=num_parameters,
+    )(timm_factory(timm_name, name))
 
 
-def _smp(arch: str, encoder: str, description: str) -> None:
+def _smp(arch: str, encoder: str, num_parameters: int, description: str) -> None:
     name = f"smp/{arch}-{encoder}"
     register_model(
-        name, task="segmentation", dataset=SEGMENTATION_DATASET, description=description
+        name,
+        task="segmentation",
+        dataset=SEGMENTATION_DATASET,
+        description=description,
+        num_parameters=num_parameters,
     )(smp_factory(arch, encoder))
 
 
-_timm("resnet18", "timm ResNet-18 (11M), stride-1 stem without max-pool for small inputs.")
-_timm("resnet50", "timm ResNet-50 (24M), stride-1 stem without max-pool for small inputs.")
-_timm("efficientnet_b0", "timm EfficientNet-B0 (4M), stride-1 stem for small inputs.")
-_timm("mobilenetv3_small_100", "timm MobileNetV3-Small (1.5M), stride-1 stem for small inputs.")
-_timm("convnext_atto", "timm ConvNeXt-Atto (3.4M), input upsampled to 64x64.")
-_timm("regnetx_002", "timm RegNetX-200MF (2.3M), input upsampled to 64x64.")
+# Parameter counts for the default dataset (10 grey classes; 5 RGB classes), declared so that
+# `zoo list` need not import timm and smp; tests/test_models.py checks each against the model.
+_timm("resnet18", 11_175_370, "timm ResNet-18, stem without max-pool for small inputs.")
+_timm("resnet50", 23_522_250, "timm ResNet-50, stem without max-pool for small inputs.")
+_timm("efficientnet_b0", 4_019_782, "timm EfficientNet-B0, stride-1 stem for small inputs.")
+_timm("mobilenetv3_small_100", 1_527_818, "timm MobileNetV3-Small, stride-1 stem.")
+_timm("convnext_atto", 3_376_450, "timm ConvNeXt-Atto, input upsampled to 64x64.")
+_timm("regnetx_002", 2_318_906, "timm RegNetX-200MF, input upsampled to 64x64.")
 
-_smp("unet", "resnet18", "smp U-Net, ResNet-18 encoder (14M).")
-_smp("unet", "resnet34", "smp U-Net, ResNet-34 encoder (24M).")
-_smp("fpn", "resnet18", "smp FPN, ResNet-18 encoder (13M).")
-_smp("linknet", "resnet18", "smp LinkNet, ResNet-18 encoder (12M).")
-_smp("deeplabv3plus", "resnet34", "smp DeepLabV3+, ResNet-34 encoder, output stride 16 (22M).")
-_smp("unet", "tu-convnext_atto", "smp U-Net, timm ConvNeXt-Atto encoder (6M).")
-_smp("upernet", "resnet18", "smp UPerNet, ResNet-18 encoder (19M).")
+_smp("unet", "resnet18", 14_328_789, "smp U-Net, ResNet-18 encoder.")
+_smp("unet", "resnet34", 24_436_949, "smp U-Net, ResNet-34 encoder.")
+_smp("fpn", "resnet18", 13_047_749, "smp FPN, ResNet-18 encoder.")
+_smp("linknet", "resnet18", 11_663_909, "smp LinkNet, ResNet-18 encoder.")
+_smp("deeplabv3plus", "resnet34", 22_438_485, "smp DeepLabV3+, ResNet-34 encoder, stride 16.")
+_smp("unet", "tu-convnext_atto", 5_775_053, "smp U-Net, timm ConvNeXt-Atto encoder.")
+_smp("upernet", "resnet18", 19_492_549, "smp UPerNet, ResNet-18 encoder.")

@@ -1,0 +1,92 @@
+"""`segfolder:PATH`: your own photos with same-name PNG masks of class ids, resized to 256x256.
+
+PATH holds the pairs (`x.jpg` + `x.png`, or `images/x.*` + `masks/x.png`), optionally in
+`train/` and `test/` subfolders (else 20% of the pairs, seeded, are the test split);
+`PATH/classes.txt` names the classes one per line, else their count is the largest id + 1.
+The dataset's mean and std are measured on its training photos.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from zoo.data import pairs
+from zoo.data.base import DatasetInfo
+from zoo.errors import ZooError
+from zoo.registry import DATASETS, Entry
+
+
+def folder_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    if (folder / "images").is_dir() and (folder / "masks").is_dir():
+        return pairs.find_pairs(folder / "images", folder / "masks")
+    return pairs.find_pairs(folder, folder)
+
+
+def resolve_segfolder(name: str) -> Entry:
+    """Build the dataset entry for `segfolder:PATH` from what the folder holds."""
+    path = Path(name.split(":", 1)[1]).expanduser()
+    if not path.is_dir():
+        raise ZooError(f"{path} is not a folder; use segfolder:PATH with a folder of photos+masks.")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and pairs.CACHE_FOLDER not in p.parts)
+    return _segfolder_entry(str(path.resolve()), name, pairs.fingerprint([(f, f) for f in files]))
+
+
+@functools.lru_cache(maxsize=8)
+def _segfolder_entry(path_text: str, name: str, files_digest: str) -> Entry:
+    """The entry of one state of the folder: `files_digest` changes with any file in it."""
+    path = Path(path_text)
+    classes_file = path / "classes.txt"
+    class_names = None
+    if classes_file.is_file():
+        class_names = tuple(line.strip() for line in classes_file.read_text().splitlines())
+        class_names = tuple(n for n in class_names if n)
+    has_splits = (path / "train").is_dir() and (path / "test").is_dir()
+    parts = {"train": path / "train", "test": path / "test"} if has_splits else {"all": path}
+    found = {part: folder_pairs(folder) for part, folder in parts.items()}
+    num_classes = len(class_names) if class_names else 256  # uint8 ids; inferred below
+    key = f"segfolder-{hashlib.sha1(path_text.encode()).hexdigest()[:8]}"
+
+    def decode(part: str, skip_bad: bool) -> pairs.Decoded:
+        return pairs.decode_pairs(
+            f"{key}-{part}", found[part], path, num_classes=num_classes, skip_bad=skip_bad
+        )
+
+    decoded_train = decode("train" if has_splits else "all", skip_bad=True)
+    if class_names is None:
+        largest = max(int(decoded_train.masks.max()), 1)
+        if has_splits:
+            largest = max(largest, int(decode("test", skip_bad=True).masks.max()))
+        class_names = tuple(f"class{i}" for i in range(largest + 1))
+    pixels = decoded_train.images.astype(np.float32) / 255
+    info = DatasetInfo(
+        name=name,
+        task="segmentation",
+        class_names=class_names,
+        in_chans=3,
+        image_size=pairs.SIZE,
+        mean=tuple(float(v) for v in pixels.mean((0, 2, 3))),
+        std=tuple(float(max(v, 1e-3)) for v in pixels.std((0, 2, 3))),
+        description=f"Your photos and masks in {path}.",
+    )
+
+    def load(root: Path, download: bool = True, skip_bad: bool = False) -> dict:
+        if has_splits:
+            train, test = decode("train", skip_bad), decode("test", skip_bad)
+            splits = {"train": train.arrays(), "test": test.arrays()}
+            return pairs.with_skipped(splits, train.skipped + test.skipped)
+        everything = decode("all", skip_bad)
+        count = len(everything.names)
+        test_index, train_index = pairs.seeded_split(count, (max(1, round(0.2 * count)),), 0)
+        if not len(train_index):
+            raise ZooError(f"{path} holds one usable pair; a folder needs at least two.")
+        splits = {"train": everything.arrays(train_index), "test": everything.arrays(test_index)}
+        return pairs.with_skipped(splits, everything.skipped)
+
+    return Entry(name, "segmentation", "", info.description, load, info)
+
+
+DATASETS.register_prefix("segfolder", resolve_segfolder)

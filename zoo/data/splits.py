@@ -1,0 +1,164 @@
+"""Datasets in memory as uint8 tensors, and training batches sliced from them.
+
+A dataset is small enough to hold whole (Fashion-MNIST is 55 MB as uint8), so there is no
+per-sample `Dataset.__getitem__` and no DataLoader: batches are slices of one tensor, converted
+to float and normalised on the device that trains on them. With several processes, each takes
+its own shard of every epoch's permutation, as DistributedSampler does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from zoo.data.base import DatasetInfo, resolve_data_root
+from zoo.errors import ZooError
+from zoo.registry import DATASETS
+
+
+@dataclass
+class Split:
+    """One split held in memory: images uint8 (N, C, H, W); targets integer class ids, (N,) for
+    classification or (N, H, W) for segmentation, in the smallest dtype that holds them (uint8)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices: torch.Tensor) -> Split:
+        return Split(self.images[indices], self.targets[indices])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.targets.to(device))
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.nbytes + self.targets.nbytes
+
+
+@dataclass
+class Splits:
+    info: DatasetInfo
+    train: Split
+    val: Split
+    test: Split
+    skipped: tuple[str, ...] = ()  # bad source files the loader left out (skip_bad)
+
+    def to(self, device: torch.device) -> Splits:
+        """All splits on `device`: on a GPU, batches are then sliced there with no host copy."""
+        return Splits(
+            self.info,
+            self.train.to(device),
+            self.val.to(device),
+            self.test.to(device),
+            self.skipped,
+        )
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    limit_train: int | None = None,
+    download: bool = True,
+    skip_bad: bool = False,
+) -> Splits:
+    """Load dataset `name` into memory and carve a seeded validation split out of train.
+
+    The split depends on `split_seed` only, never on the training seed, so every run of every
+    model on a dataset is selected on the same validation images; the test split is never used
+    for selection. `limit_train` keeps the first N shuffled training images (for quick runs).
+    `skip_bad` (segmentation datasets) leaves out unusable files; `Splits.skipped` lists them.
+    """
+    entry = DATASETS.get(name)
+    options = {"skip_bad": skip_bad} if entry.task == "segmentation" else {}
+    loaded = entry.factory(resolve_data_root(data_dir), download=download, **options)
+    skipped = tuple(line for arrays in loaded.values() for line in arrays.skipped)
+    splits = {
+        key: Split(torch.from_numpy(arrays.images), torch.from_numpy(arrays.targets))
+        for key, arrays in loaded.items()
+    }
+    train, test = splits["train"], splits["test"]
+    if "val" in splits:
+        val = splits["val"]
+    else:
+        if not 0 < val_fraction < 1:
+            raise ZooError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
+        num_val = round(len(train) * val_fraction)
+        train, val = train.subset(order[num_val:]), train.subset(order[:num_val])
+    if limit_train is not None:
+        train = train.subset(torch.arange(min(limit_train, len(train))))
+    return Splits(entry.info, train, val, test, skipped)
+
+
+def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 standardised with the dataset's mean and std."""
+    mean = torch.tensor(info.mean, device=images.device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(info.std, device=images.device).view(1, -1, 1, 1) * 255
+    return (images.float() - mean) / std
+
+
+BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple]
+
+
+def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank `rank`'s share of a permutation, as DistributedSampler takes it: the order padded
+    with its own head to a multiple of `world_size`, then every `world_size`-th index."""
+    if world_size == 1:
+        return order
+    padding = -len(order) % world_size
+    if padding:
+        order = torch.cat([order, order[:padding]])
+    return order[rank::world_size]
+
+
+def iterate_batches(
+    split: Split,
+    info: DatasetInfo,
+    batch_size: int,
+    *,
+    device: torch.device,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    transform: BatchTransform | None = None,
+    channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (float images, targets) batches on `device`, slicing the in-memory split.
+
+    `transform(images_uint8, targets, generator)` augments a batch before normalisation. With
+    `world_size` > 1 (shuffled training only), this process sees shard `rank` of the
+    permutation, in batches of `batch_size` (the per-process share of the global batch).
+    """
+    order = torch.randperm(len(split), generator=generator) if shuffle else None
+    if order is not None:
+        order = shard_indices(order, rank, world_size).to(split.images.device)
+    count = len(split) if order is None else len(order)
+    for start in range(0, count, batch_size):
+        if order is None:
+            images = split.images[start : start + batch_size]
+            targets = split.targets[start : start + batch_size]
+        else:
+            index = order[start : start + batch_size]
+            images, targets = split.images[index], split.targets[index]
+        if transform is not None:
+            images, targets = transform(images, targets, generator)
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True).long()
+        images = normalize(images, info)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        yield images, targets
+
+
+def num_batches(count: int, batch_size: int) -> int:
+    return -(-count // batch_size)

@@ -1,0 +1,115 @@
+"""Where and how a model runs: device and precision resolution, autocast, model preparation
+(memory format, torch.compile, DistributedDataParallel) and the unwrapping of every wrapper.
+
+Nothing here knows about datasets or run folders; the loop, evaluation, bench and predict all
+resolve devices and precisions through these functions, so they fall back the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from zoo.errors import ZooError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` (CUDA when visible), `cpu`, `cuda` or `cuda:N`; a CUDA device without CUDA is a
+    ZooError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ZooError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(
+            f"--device {name} asked for CUDA, but no CUDA GPU is visible; use --device cpu."
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ZooError(f"zoo runs on cpu or cuda, not {name!r}; use --device cpu or cuda.")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@dataclass(frozen=True)
+class Precision:
+    autocast_dtype: torch.dtype | None  # None = fp32
+    label: str  # what runs: fp32 | fp16 | bf16
+    warning: str | None = None  # why the asked precision does not run, if it does not
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        return self.autocast_dtype == torch.float16
+
+
+def resolve_precision(device: torch.device, amp: bool, amp_dtype: str) -> Precision:
+    """Which precision will actually run; falls back to fp32 with a warning, never silently."""
+    if not amp:
+        return Precision(None, "fp32")
+    dtype = torch.float16 if amp_dtype == "float16" else torch.bfloat16
+    label = "fp16" if dtype == torch.float16 else "bf16"
+    if device.type == "cuda":
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            return Precision(None, "fp32", "This GPU has no bf16 support; running fp32.")
+        return Precision(dtype, label)
+    if dtype == torch.bfloat16 and cpu_has_native_bf16():
+        return Precision(dtype, label)
+    reason = (
+        "fp16 autocast is not used on CPU (use --amp-dtype bfloat16)"
+        if dtype == torch.float16
+        else "this CPU has no native bf16 support"
+    )
+    return Precision(None, "fp32", f"--amp ignored: {reason}; running fp32.")
+
+
+def autocast(device: torch.device, precision: Precision):
+    if precision.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=precision.autocast_dtype)
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool):
+    """`model` on `device` in the chosen memory format (in place; returns it)."""
+    return model.to(device, memory_format=memory_format(channels_last))
+
+
+def wrap_for_training(
+    model: torch.nn.Module, *, compile: bool = False, ddp_device: torch.device | None = None
+) -> torch.nn.Module:
+    """The module that runs the steps: `model` itself, wrapped in DistributedDataParallel when a
+    process group is running (`ddp_device`), then in torch.compile when asked. Checkpoints are
+    always taken from `unwrap(...)`, the plain module."""
+    if ddp_device is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [ddp_device.index] if ddp_device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=device_ids)
+    return torch.compile(model) if compile else model
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under torch.compile's and DistributedDataParallel's wrappers, whose
+    state_dict keys are the ones checkpoints use."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
