@@ -57,7 +57,7 @@ def test_every_config_field_is_a_zoo_train_option_of_the_same_name():
     import typer.main
 
     command = typer.main.get_command(app).commands["train"]
-    options = {param.name for param in command.params} - {"model"}
+    options = {param.name for param in command.params} - {"model", "resume", "nproc"}
     assert options == {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
 
 
@@ -236,6 +236,14 @@ def test_an_output_folder_that_cannot_be_written_is_one_sentence(tiny_root, tmp_
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"Cannot write run folders to {out}" in result.stderr
     assert "pass --out with a folder you can write to" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_sync_bn_on_the_cpu_is_refused_before_any_work(tiny_root, tmp_path):
+    args = ["train", "wide-leaky-cnn", "--data-dir", str(tiny_root), "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, [*args, "--sync-bn"])
+    assert result.exit_code == 1 and "--sync-bn synchronises BatchNorm across GPU" in result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_weights_that_are_a_pickle_say_how_to_convert(tiny_root, tmp_path):

@@ -1,7 +1,8 @@
 """What happens around the training loop, as callbacks (see `zoo.train.Callback`):
 
 - `ConsoleProgress`: a rich progress bar per epoch and one line per finished epoch, on stderr;
-- `RunWriter`: the run folder as training goes: checkpoints, training state, history, record.
+- `RunWriter`: the run folder as training goes: checkpoints, training state, history, record;
+- `ResumeFrom`: restore a saved training state before the first epoch (`zoo train --resume`).
 
 With several processes only rank 0 gets the first two (zoo/run.py decides).
 """
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from zoo import results
-from zoo.checkpoint import BEST, LAST, STATE, save_training_state, save_weights
+from zoo.checkpoint import BEST, LAST, STATE, load_training_state, save_training_state, save_weights
 from zoo.train import Callback, Loop
 
 
@@ -115,3 +116,24 @@ class RunWriter(Callback):
             record.train_images_per_second = statistics.median(
                 row["train_images_per_second"] for row in loop.history
             )
+
+
+class ResumeFrom(Callback):
+    """Load a training state into the loop before its first epoch: weights, optimizer,
+    scheduler, GradScaler, RNG states, the shuffle generator and the progress (epoch, step,
+    history, best score), so the next epoch is the one the stopped run would have trained.
+
+    When the run's `epochs` grew, the schedule is stretched to the new total number of steps
+    from where it is (the state's own total is replaced by the freshly built scheduler's)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_fit_start(self, loop: Loop) -> None:
+        scheduler = loop.trainer.scheduler
+        fresh = scheduler.state_dict() if scheduler is not None else {}
+        progress = load_training_state(self.path, loop.trainer, loop.generator)
+        for key in ("T_max", "total_steps", "_schedule_phases"):  # cosine, onecycle
+            if key in fresh:
+                setattr(scheduler, key, fresh[key])
+        loop.restore(progress)

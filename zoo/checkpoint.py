@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from zoo.errors import ZooError
+from zoo.results import WriteError
 from zoo.runtime import unwrap
 
 BEST, LAST, STATE = "best.safetensors", "last.safetensors", "train_state.safetensors"
@@ -38,7 +39,8 @@ class CheckpointError(ZooError):
 def atomic_save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """safetensors file written to `.NAME.tmp` and renamed, so readers never see half of one.
 
-    A failed write (full disk, ...) leaves the previous file as it was and raises OSError."""
+    A failed write (full disk, ...) leaves the previous file as it was and raises WriteError."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -48,6 +50,8 @@ def atomic_save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as error:
+        raise WriteError(path, error) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -132,7 +136,10 @@ def split_state(prefix: str, state: object, tensors: dict[str, torch.Tensor]) ->
 
 
 def join_state(encoded: object, tensors: dict[str, torch.Tensor]) -> object:
-    """The inverse of `split_state` (tuples come back as lists, which state dicts accept)."""
+    """The inverse of `split_state` (tuples come back as lists, which state dicts accept);
+    ValueError for anything `split_state` does not write."""
+    if not isinstance(encoded, dict) or len(encoded) != 1:
+        raise ValueError(f"{encoded!r:.40} is not an encoded state")
     ((kind, payload),) = encoded.items()
     if kind == "tensor":
         return tensors[payload]
@@ -140,7 +147,9 @@ def join_state(encoded: object, tensors: dict[str, torch.Tensor]) -> object:
         return {key: join_state(value, tensors) for key, value in payload}
     if kind == "list":
         return [join_state(value, tensors) for value in payload]
-    return payload
+    if kind == "value":
+        return payload
+    raise ValueError(f"unknown state entry {kind!r}")
 
 
 def save_training_state(path: Path, trainer, generator: torch.Generator, progress: dict) -> None:
@@ -164,6 +173,22 @@ def save_training_state(path: Path, trainer, generator: torch.Generator, progres
     atomic_save(path, tensors, {"format": STATE_FORMAT, "state": json.dumps(document)})
 
 
+def read_state_progress(path: Path) -> dict:
+    """The loop's progress (epoch, step, history, best score) saved in a training state, read
+    from its metadata without loading a tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    fix = "resume from a run folder written by `zoo train`, or start a new run."
+    if looks_like_pickle(path):
+        raise CheckpointError(f"Training state {path} is a PyTorch pickle: {PICKLE_HINT}.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata["state"])["progress"]
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"Training state {path} cannot be read ({error}); {fix}") from None
+
+
 def load_training_state(path: Path, trainer, generator: torch.Generator) -> dict:
     """Restore what `save_training_state` wrote into `trainer` and `generator`; returns the
     progress."""
@@ -178,25 +203,30 @@ def load_training_state(path: Path, trainer, generator: torch.Generator) -> dict
     try:
         document = json.loads(metadata["state"])
         weights = {
-            k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")
+            key.removeprefix("model."): value
+            for key, value in tensors.items()
+            if key.startswith("model.")
         }
-        unwrap(model).load_state_dict(weights)
+        model.load_state_dict(weights)
         optimizer.load_state_dict(join_state(document["optimizer"], tensors))
         if scheduler is not None:
             scheduler.load_state_dict(document["scheduler"])
         if document["scaler"]:
             trainer.scaler.load_state_dict(document["scaler"])
         rng = join_state(document["rng"], tensors)
+        torch.set_rng_state(rng["torch"])
+        generator.set_state(rng["generator"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         progress = document["progress"]
-    except (KeyError, ValueError, TypeError, RuntimeError) as error:
+        if not isinstance(progress, dict) or not {"epoch", "step", "history"} <= set(progress):
+            raise ValueError("no progress (epoch, step, history)")
+    # A file's content is untrusted input: whatever fails to apply makes it "not fit".
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise CheckpointError(
             f"Training state {path} does not fit this run ({first_line}); {fix}"
         ) from None
-    torch.set_rng_state(rng["torch"])
-    generator.set_state(rng["generator"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
     return progress
 
 

@@ -51,8 +51,9 @@ def config_options(command):
     its type, default and help (so `zoo train --lr` is `TrainConfig.lr`, and choices are the
     config's enums). The command receives them as keyword arguments of the same names."""
     hints = typing.get_type_hints(TrainConfig)
+    own_hints = typing.get_type_hints(command, include_extras=True)  # Annotated[...] kept
     parameters = [
-        parameter
+        parameter.replace(annotation=own_hints.get(parameter.name, parameter.annotation))
         for parameter in inspect.signature(command).parameters.values()
         if parameter.kind is not inspect.Parameter.VAR_KEYWORD
     ]
@@ -81,20 +82,74 @@ def config_options(command):
 @user_errors
 @config_options
 def train(
+    context: typer.Context,
     model: Annotated[
-        str, typer.Argument(help="Registry name, e.g. baseline-cnn (see `zoo list`).")
-    ],
+        str | None, typer.Argument(help="Registry name, e.g. baseline-cnn (see `zoo list`).")
+    ] = None,
+    *,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Go on with this run folder from its last saved epoch, with its own recipe "
+            "(--epochs may grow)."
+        ),
+    ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(help="Train with N processes on this machine (torchrun; gloo on CPU)."),
+    ] = None,
     **options,
 ):
     """Train MODEL and write its run record: config, history, metrics, figures, checkpoints."""
-    from zoo.run import train_run
+    given = given_options(context, options)
+    if nproc is not None and nproc > 1:
+        from zoo.distributed import launch
 
-    record = train_run(TrainConfig(model=model, **options), console=err)
+        raise typer.Exit(launch(nproc, train_argv(model, resume, given)))
+    if resume is None and model is None:
+        raise ZooError("Name the model to train (e.g. `zoo train baseline-cnn`), or pass --resume.")
+    from zoo.distributed import Ranks
+    from zoo.run import resume_run, train_run
+    from zoo.runtime import resolve_device
+
+    ranks = Ranks.from_environment(resolve_device(options["device"]).type)
+    try:
+        if resume is not None:
+            if model is not None:
+                given["model"] = model
+            record = resume_run(resume, changes=given, console=err, ranks=ranks)
+        else:
+            record = train_run(TrainConfig(model=model, **options), console=err, ranks=ranks)
+    finally:
+        ranks.shutdown()
+    if not ranks.is_main:
+        raise typer.Exit(0 if record.status == "completed" else 1)
     if record.status != "completed":
         err.print(f"[red]{record.message}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(130 if record.status == "interrupted" else 1)
     print_metrics(record)
     out.print(f"Run record: {record.run_dir}")
+
+
+def given_options(context: typer.Context, options: dict) -> dict:
+    """The options typed on the command line (not left at their defaults)."""
+    return {
+        name: value
+        for name, value in options.items()
+        if context.get_parameter_source(name).name == "COMMANDLINE"
+    }
+
+
+def train_argv(model: str | None, resume: Path | None, given: dict) -> list[str]:
+    """`zoo train`'s arguments for the same run, as each launched process gets them."""
+    argv = ["train"] + ([model] if model else []) + (["--resume", str(resume)] if resume else [])
+    for name, value in given.items():
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            argv.append(flag if value else f"--no-{name.replace('_', '-')}")
+        elif value is not None:
+            argv += [flag, str(value.value if isinstance(value, Enum) else value)]
+    return argv
 
 
 @app.command("eval")

@@ -100,3 +100,25 @@ class Ranks:
 
 
 ONE_PROCESS = Ranks()  # the default: rank 0 of 1, every collective a no-op
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `zoo <argv>` in `nproc` processes on this machine with torchrun's own launcher
+    (torch.distributed.run, `--standalone`: a local rendezvous on a free port); returns the exit
+    status for the shell (the first failed process's, else 0)."""
+    if "RANK" in os.environ:
+        raise ZooError("--nproc starts its own processes; under torchrun, leave it out.")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    # torchrun would set 1 thread per process (with a warning); share the cores out instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "zoo", *argv])
+    try:
+        run(args)
+    except ChildFailedError as error:
+        return next(iter(error.failures.values())).exitcode or 1
+    except SignalException as error:  # Ctrl-C: torchrun passed it on, the workers stopped
+        return 128 + int(error.sigval)
+    return 0

@@ -35,9 +35,12 @@ from zoo.errors import ZooError
 SCHEMA_VERSION = 2
 # Version 2 added these optional metrics.json keys and renamed the config field skip_bad to
 # skip_bad_samples; version 1 records read as version 2 ones without them.
-V2_KEYS = ("skipped_samples", "tags", "distributed", "figures")
+V2_KEYS = ("skipped_samples", "tags", "distributed", "figures", "resumed")
 CONFIG, HISTORY, METRICS, FIGURES = "config.json", "history.csv", "metrics.json", "figures"
-STATUSES = ("running", "completed", "interrupted", "diverged", "pruned")
+# "killed" is never written by a live process: it is how `read_record` reports a record that
+# says "running" while no process holds the run's lock (killed, out of memory, power loss).
+STATUSES = ("running", "completed", "interrupted", "diverged", "pruned", "killed")
+LOCK = ".lock"
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -99,6 +102,7 @@ class RunRecord:
     tags: dict[str, str] = field(default_factory=dict)  # e.g. study, trial, seed group
     distributed: dict | None = None  # world_size, per-rank batch size, backend
     figures: list[str] = field(default_factory=list)  # paths relative to the run folder
+    resumed: list[int] = field(default_factory=list)  # epochs `--resume` went on from
     schema_version: int = SCHEMA_VERSION
     run_dir: Path | None = None  # where it was read from or is written to (not saved)
 
@@ -149,6 +153,7 @@ class RunRecord:
             "tags": self.tags,
             "distributed": self.distributed,
             "figures": self.figures,
+            "resumed": self.resumed,
         }
         optional = ("checkpoint", "eval_precision", "class_names", "val", "test", *V2_KEYS)
         return {k: v for k, v in document.items() if k not in optional or v not in (None, [], {})}
@@ -157,17 +162,32 @@ class RunRecord:
 # ----------------------------------------------------------------------------- atomic files
 
 
+class WriteError(ZooError):
+    """A file could not be written (full disk, ...); the previous version of it is intact."""
+
+    def __init__(self, path: Path, error: Exception):
+        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+        reason = reason.split("I/O error: ")[-1]  # safetensors: "Error while serializing: I/O.."
+        super().__init__(
+            f"Could not write {path} ({reason}); its previous version is intact. Free some space "
+            "(or fix the folder's permissions) and run the command again (`zoo train --resume "
+            "RUN_DIR` goes on from the last saved epoch)."
+        )
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to `.NAME.tmp`, fsync, rename: a reader sees the old file or the new one, and a
-    failed write (full disk, ...) leaves the old one intact and raises OSError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    failed write (full disk, ...) leaves the old one intact and raises WriteError."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise WriteError(path, error) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -279,7 +299,62 @@ def read_record(run_dir: str | Path) -> RunRecord:
         ) from None
     if record.task not in TASK_METRICS or record.status not in STATUSES:
         raise ZooError(f"{run_dir / METRICS} has an unknown task or status; the record is damaged.")
+    if record.status == "running" and not run_is_active(run_dir):
+        record.status = "killed"
+        record.message = (
+            f"The process stopped without a word (killed, out of memory or power loss) after "
+            f"{record.epochs_completed} complete epochs; `zoo train --resume {run_dir}` goes on "
+            "from the last one."
+        )
     return record
+
+
+# ----------------------------------------------------------------------------- run lock
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held by the process that trains it (rank 0).
+
+    It is an flock on `RUN_DIR/.lock`, which the kernel releases when the process ends however
+    it ends, so a record that says "running" with its lock free was killed, and a second
+    `--resume` of a run that is still going is refused."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.file = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.file = open(self.path, "a")  # noqa: SIM115  (held open for the whole run)
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise ZooError(
+                f"{self.path.parent} is being trained by another zoo process; wait for it to "
+                "end (or stop it) first."
+            ) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # closing releases the lock
+
+
+def run_is_active(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 RECORD_KEYS = {
@@ -298,6 +373,7 @@ RECORD_KEYS = {
     "tags",
     "distributed",
     "figures",
+    "resumed",
 }
 
 

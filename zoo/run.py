@@ -1,22 +1,32 @@
 """A training run: the run folder around the loop. What `zoo train` calls, one trial of a sweep.
 
-    train_run(config)
-        check the recipe, the output folder and the data -> build the seeded model
-        -> run record (config.json, metrics.json: running) -> fit(callbacks: console, writer)
-        -> best checkpoint on val and test -> figures -> metrics.json: completed
+    train_run(config)                       resume_run(run_dir)
+        check the recipe, the output folder     read the record, check the asked changes
+        and the data, build the seeded model    build the same seeded model
+        new run record (config.json,            the record says running again
+        metrics.json: running)
+                     \\                        /
+            fit(callbacks: [resume from the training state,] console, writer)
+            -> best checkpoint on val and test -> figures -> metrics.json: completed
 
-Everything a user can get wrong is checked before the run folder exists. The loop (zoo/train.py)
-touches no file; the RunWriter callback and this module write the record, on rank 0 only.
+Everything a user can get wrong is checked before a file is written. The loop (zoo/train.py)
+touches no file; the callbacks and this module write the record, on rank 0 only, which holds the
+run folder's lock (results.RunLock) from start to end.
 """
 
 from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from rich.console import Console
 
 from zoo import results
-from zoo.callbacks import ConsoleProgress, RunWriter
-from zoo.checkpoint import BEST, LAST, load_weights
+from zoo.callbacks import ConsoleProgress, ResumeFrom, RunWriter
+from zoo.checkpoint import BEST, LAST, STATE, load_weights, read_state_progress
 from zoo.config import TrainConfig
 from zoo.data.splits import Splits, load_dataset
 from zoo.distributed import ONE_PROCESS, Ranks
@@ -26,13 +36,32 @@ from zoo.registry import create_model, get_model_entry
 from zoo.runtime import Precision, place_model, resolve_device, resolve_precision
 from zoo.train import Callback, Loop, fit
 
+# The fields `--resume` may be given with other values than the run's: where the data is.
+# `epochs` may grow (to train longer); every other field is the recipe and must stay.
+RESUME_FREE_FIELDS = ("data_dir",)
+
+
+@dataclass
+class Setup:
+    """What a run needs before its loop starts: all of it checked, nothing written yet."""
+
+    config: TrainConfig  # resolved: the model's defaults filled in
+    task: str
+    device: torch.device
+    precision: Precision
+    data: Splits
+    model: torch.nn.Module  # built after torch.manual_seed(config.seed), on `device`
+
 
 def warn(console: Console, message: str) -> None:
     console.print(f"[yellow]Warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
-def check_recipe(config: TrainConfig, data: Splits, task: str, ranks: Ranks) -> None:
-    """What can only be checked once the data is known; one sentence each, before any work."""
+def check_recipe(
+    config: TrainConfig, data: Splits, task: str, device: torch.device, ranks: Ranks
+) -> None:
+    """What can only be checked once the data and device are known; one sentence each, before
+    any work."""
     if data.info.task != task:
         raise ZooError(
             f"{config.model} is a {task} model but {config.dataset} is a {data.info.task} "
@@ -44,11 +73,47 @@ def check_recipe(config: TrainConfig, data: Splits, task: str, ranks: Ranks) -> 
             f"--crop-size {config.crop_size} is larger than {config.dataset}'s {side}-pixel "
             f"training images; pass --crop-size {side} or less."
         )
+    if config.sync_bn and device.type != "cuda":
+        raise ZooError(
+            "--sync-bn synchronises BatchNorm across GPU processes (PyTorch's SyncBatchNorm has "
+            "no CPU version); drop it on the CPU."
+        )
     if config.batch_size % ranks.world_size:
         raise ZooError(
             f"--batch-size {config.batch_size} does not split evenly over {ranks.world_size} "
             f"processes; pass a multiple of {ranks.world_size}."
         )
+
+
+def prepare(config: TrainConfig, task: str, console: Console, ranks: Ranks) -> Setup:
+    """Device, precision, data and the seeded model of a resolved `config`."""
+    device = resolve_device(config.device)
+    if device.type == "cuda" and ranks.distributed:
+        device = torch.device("cuda", ranks.local_rank)
+    precision = resolve_precision(device, config.amp, config.amp_dtype)
+    if precision.warning and ranks.is_main:
+        warn(console, precision.warning)
+    data = load_dataset(
+        config.dataset,
+        config.data_dir,
+        val_fraction=config.val_fraction,
+        split_seed=config.split_seed,
+        limit_train=config.limit_train,
+        skip_bad=config.skip_bad_samples,
+    )
+    check_recipe(config, data, task, device, ranks)
+    if device.type == "cuda":
+        data = data.to(device)
+    torch.manual_seed(config.seed)
+    model = create_model(
+        config.model,
+        num_classes=data.info.num_classes,
+        in_chans=data.info.in_chans,
+        pretrained=config.pretrained,
+        weights=config.weights,
+    )
+    place_model(model, device, config.channels_last)
+    return Setup(config, task, device, precision, data, model)
 
 
 def train_run(
@@ -72,41 +137,15 @@ def train_run(
     config = config.resolve(entry.task, entry.dataset)
     if ranks.is_main:
         results.check_writable(config.out)
-    device = resolve_device(config.device)
-    if device.type == "cuda" and ranks.distributed:
-        device = torch.device("cuda", ranks.local_rank)
-    precision = resolve_precision(device, config.amp, config.amp_dtype)
-    if precision.warning and ranks.is_main:
-        warn(console, precision.warning)
-    data = load_dataset(
-        config.dataset,
-        config.data_dir,
-        val_fraction=config.val_fraction,
-        split_seed=config.split_seed,
-        limit_train=config.limit_train,
-        skip_bad=config.skip_bad_samples,
-    )
-    check_recipe(config, data, entry.task, ranks)
-    if device.type == "cuda":
-        data = data.to(device)
-    torch.manual_seed(config.seed)
-    model = create_model(
-        config.model,
-        num_classes=data.info.num_classes,
-        in_chans=data.info.in_chans,
-        pretrained=config.pretrained,
-        weights=config.weights,
-    )
-    place_model(model, device, config.channels_last)
-
+    setup = prepare(config, entry.task, console, ranks)
     record = results.RunRecord(
         config=config,
         task=entry.task,
-        precision=precision.label,
-        environment=results.environment(device),
-        num_parameters=sum(p.numel() for p in model.parameters()),
-        class_names=list(data.info.class_names),
-        skipped_samples=list(data.skipped),
+        precision=setup.precision.label,
+        environment=results.environment(setup.device),
+        num_parameters=sum(p.numel() for p in setup.model.parameters()),
+        class_names=list(setup.data.info.class_names),
+        skipped_samples=list(setup.data.skipped),
         tags=dict(tags or {}),
     )
     if ranks.distributed:
@@ -115,43 +154,121 @@ def train_run(
             "batch_size_per_process": config.batch_size // ranks.world_size,
             "backend": ranks.backend,
         }
-    around = list(callbacks)
     if ranks.is_main:
         record.run_dir = results.new_run_dir(config.out, config.dataset, config.model)
-        results.write_config(record)
-        results.write_metrics(record)
-        if data.skipped:
-            warn(
-                console,
-                f"left out {len(data.skipped)} bad samples (listed in "
-                f"{record.run_dir / results.METRICS}), e.g. {data.skipped[0]}",
-            )
+    return run(record, setup, list(callbacks), console, ranks)
+
+
+def resume_run(
+    run_dir: str | Path,
+    *,
+    changes: dict | None = None,
+    callbacks: list[Callback] = (),
+    console: Console | None = None,
+    ranks: Ranks = ONE_PROCESS,
+) -> results.RunRecord:
+    """Go on with the run in `run_dir` from its last saved training state, in the same folder.
+
+    `changes` are the options given with `--resume`: they must equal the run's recipe, except
+    `epochs`, which may grow (the schedule is stretched to the new length), and RESUME_FREE_FIELDS.
+    Resumed on the same machine and software, the run ends with the weights and metrics an
+    uninterrupted run would have (tests/test_resume.py checks it bit for bit).
+    """
+    console = console or Console(stderr=True)
+    record = results.read_record(run_dir)
+    config = resumed_config(record, changes or {})
+    state = record.run_dir / STATE
+    if not state.exists():
+        raise ZooError(
+            f"{record.run_dir} has no training state ({STATE}): no epoch completed, or it was "
+            "written by an older zoo; start a new run instead."
+        )
+    done = read_state_progress(state)["epoch"]
+    if done >= config.epochs and record.status == "completed":
+        raise ZooError(
+            f"{record.run_dir} already trained its {config.epochs} epochs; pass --epochs "
+            f"{config.epochs + 5} (or any number above {config.epochs}) to train it longer."
+        )
+    if ranks.is_main:
         console.print(
-            f"Training [bold]{config.model}[/bold] on {config.dataset} ({len(data.train)} train "
-            f"/ {len(data.val)} val / {len(data.test)} test) on "
-            f"{record.environment['device_name']} ({device}), {precision.label}"
-            + (f", {ranks.world_size} processes" if ranks.distributed else "")
-            + f" -> {record.run_dir}",
+            f"Resuming {record.run_dir} ({record.status}) from the end of epoch {done} of "
+            f"{config.epochs}.",
             highlight=False,
             soft_wrap=True,
         )
-        around = [ConsoleProgress(console), RunWriter(record), *around]
+    setup = prepare(config, record.task, console, ranks)
+    record.config, record.status, record.message = config, "running", ""
+    record.checkpoint = record.val = record.test = None  # evaluated again at the end
+    record.resumed = [*record.resumed, done]
+    return run(record, setup, [ResumeFrom(state), *callbacks], console, ranks)
 
-    loop = fit(
-        config, model, data, device=device, precision=precision, callbacks=around, ranks=ranks
-    )
-    return finish(record, loop, data, device=device, precision=precision, ranks=ranks)
+
+def resumed_config(record: results.RunRecord, changes: dict) -> TrainConfig:
+    """The run's recipe with the allowed `changes`; a sentence naming any other difference."""
+    config = record.config
+    asked = TrainConfig.from_dict({**config.to_dict(), **changes})
+    differing = [
+        name for name in config.differences(asked) if name not in ("epochs", *RESUME_FREE_FIELDS)
+    ]
+    if differing:
+        given = ", ".join(
+            f"--{name.replace('_', '-')} {getattr(asked, name)!s} (the run has "
+            f"{getattr(config, name)!s})"
+            for name in differing
+        )
+        raise ZooError(
+            f"--resume goes on with the run's own recipe, but {given} differ; drop them, or "
+            "start a new run with `zoo train` for another recipe."
+        )
+    if asked.epochs < config.epochs:
+        raise ZooError(
+            f"--epochs {asked.epochs} is fewer than the run's {config.epochs}; --resume can "
+            "only train longer (evaluate an earlier checkpoint with `zoo eval` instead)."
+        )
+    return dataclasses.replace(config, epochs=asked.epochs, data_dir=asked.data_dir)
 
 
-def finish(
+def run(
     record: results.RunRecord,
-    loop: Loop,
-    data: Splits,
-    *,
-    device: torch.device,
-    precision: Precision,
+    setup: Setup,
+    callbacks: list[Callback],
+    console: Console,
     ranks: Ranks,
 ) -> results.RunRecord:
+    """The loop and the end of a run, with the run folder locked and written on rank 0."""
+    with contextlib.ExitStack() as stack:
+        if ranks.is_main:
+            stack.enter_context(results.RunLock(record.run_dir))
+            results.write_config(record)  # a resumed run's epochs may have grown
+            results.write_metrics(record)
+            announce(record, setup, console, ranks)
+            callbacks = [*callbacks, ConsoleProgress(console), RunWriter(record)]
+        loop = fit(
+            setup.config, setup.model, setup.data, device=setup.device,
+            precision=setup.precision, callbacks=callbacks, ranks=ranks,
+        )  # fmt: skip
+        return finish(record, loop, setup, ranks)
+
+
+def announce(record: results.RunRecord, setup: Setup, console: Console, ranks: Ranks) -> None:
+    config, data = setup.config, setup.data
+    if data.skipped:
+        warn(
+            console,
+            f"left out {len(data.skipped)} bad samples (listed in "
+            f"{record.run_dir / results.METRICS}), e.g. {data.skipped[0]}",
+        )
+    processes = f", {ranks.world_size} processes" if ranks.distributed else ""
+    console.print(
+        f"Training [bold]{config.model}[/bold] on {config.dataset} ({len(data.train)} train / "
+        f"{len(data.val)} val / {len(data.test)} test) on {record.environment['device_name']} "
+        f"({setup.device}), {setup.precision.label}{processes} -> {record.run_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def finish(record: results.RunRecord, loop: Loop, setup: Setup, ranks: Ranks) -> results.RunRecord:
     """After the loop: evaluate a completed run's best checkpoint and draw its figures (rank
     0), or say in the record what stopped it and how to evaluate what was kept."""
     from zoo import plots
@@ -165,11 +282,11 @@ def finish(
             model = loop.trainer.model
             load_weights(model, run_dir / BEST, record.model, what="Checkpoint")
             test_predictions = score_run(
-                record, model, data, device=device, precision=precision, checkpoint=BEST
-            )
-            plots.save_run_figures(
-                record, model, data.test.to(torch.device("cpu")), test_predictions
-            )
+                record, model, setup.data, device=setup.device, precision=setup.precision,
+                checkpoint=BEST,
+            )  # fmt: skip
+            test_split = setup.data.test.to(torch.device("cpu"))  # a no-op unless on a GPU
+            plots.save_run_figures(record, model, test_split, test_predictions)
             results.write_metrics(record)
             return record
         except KeyboardInterrupt:
@@ -181,6 +298,8 @@ def finish(
         record.message += (
             f" Run `zoo eval {run_dir} --checkpoint last` to evaluate the saved weights."
         )
+    if (run_dir / STATE).exists() and loop.status == "interrupted":
+        record.message += f" `zoo train --resume {run_dir}` goes on from the last saved epoch."
     results.write_metrics(record)
     return record
 

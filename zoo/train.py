@@ -347,8 +347,9 @@ def fit(
             loop.status = "interrupted"
         except Diverged as error:
             loop.status, loop.reason = "diverged", str(error)
-        for callback in callbacks:
-            callback.on_fit_end(loop)
+        finally:  # also when an error (a failed write, ...) escapes: callbacks close up
+            for callback in callbacks:
+                callback.on_fit_end(loop)
     return loop
 
 

@@ -7,6 +7,7 @@ files are downloaded from the official mirror; every file is checked against its
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ FILES = {  # name -> official MD5 of the .gz file
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 IDX_MAGIC = {2049: 1, 2051: 3}  # magic number -> number of dimensions (labels, images)
+MAX_IDX_BYTES = 1 << 31  # far above any real IDX file (Fashion-MNIST's largest is 47 MB)
 
 INFO = DatasetInfo(
     name="fashion-mnist",
@@ -63,6 +65,11 @@ def read_idx(path: Path) -> np.ndarray:
                 )
             dims = f.read(4 * IDX_MAGIC[magic])
             shape = tuple(int.from_bytes(dims[i : i + 4], "big") for i in range(0, len(dims), 4))
+            if len(dims) != 4 * IDX_MAGIC[magic] or math.prod(shape) > MAX_IDX_BYTES:
+                raise ZooError(
+                    f"{path} has a damaged header (shape {shape}); the file is truncated or "
+                    "damaged, delete it and retry."
+                )
             array = np.empty(shape, dtype=np.uint8)
             view = memoryview(array).cast("B")
             filled = 0
