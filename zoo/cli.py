@@ -46,10 +46,15 @@ def user_errors(command):
     return wrapper
 
 
-def config_options(command):
-    """Give a Typer command one option per TrainConfig field but `model`, named as the field, with
-    its type, default and help (so `zoo train --lr` is `TrainConfig.lr`, and choices are the
-    config's enums). The command receives them as keyword arguments of the same names."""
+def config_options(command=None, *, searchable: bool = False):
+    """Give a Typer command one option per TrainConfig field but `model`, named as the field,
+    with its type, default and help (so `zoo train --lr` is `TrainConfig.lr`, and choices are the
+    config's enums). The command receives them as keyword arguments of the same names.
+
+    `searchable=True` (zoo sweep) makes each option text that may also hold a range or choices,
+    None when not given."""
+    if command is None:
+        return functools.partial(config_options, searchable=searchable)
     hints = typing.get_type_hints(TrainConfig)
     own_hints = typing.get_type_hints(command, include_extras=True)  # Annotated[...] kept
     parameters = [
@@ -60,14 +65,17 @@ def config_options(command):
     for field in dataclasses.fields(TrainConfig):
         if field.name == "model":
             continue
-        annotation = Annotated[hints[field.name], typer.Option(help=field.metadata["help"])]
+        kind, default, help = hints[field.name], field.default, field.metadata["help"]
+        if searchable:
+            kind, default = str | None, None
+            help += " A value, a range low:high[:log], or choices a,b,c."
         parameters.append(
             inspect.Parameter(
                 field.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=field.default,
-                annotation=annotation,
-            )  # fmt: skip
+                default=default,
+                annotation=Annotated[kind, typer.Option(help=help)],
+            )
         )
 
     @functools.wraps(command)
@@ -311,3 +319,95 @@ def print_metrics(record) -> None:
 
 
 COLUMN_LABELS = {"accuracy": "acc", "ap": "AP", "iou": "IoU"}  # "val acc", "test AP", ...
+
+
+@app.command()
+@user_errors
+@config_options(searchable=True)
+def sweep(
+    model: Annotated[
+        str, typer.Argument(help="Registry name to tune; or `show` to report the study STUDY.")
+    ],
+    study_to_show: Annotated[
+        str | None, typer.Argument(metavar="[STUDY]", help="With `show`: the study's name.")
+    ] = None,
+    *,
+    trials: Annotated[int, typer.Option(help="Finished trials the study should have.")] = 20,
+    space: Annotated[
+        Path | None, typer.Option(help="JSON/YAML file: option -> range or choices.")
+    ] = None,
+    sampler: Annotated[str, typer.Option(help="tpe, random or grid (choices only).")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median or none.")] = "median",
+    metric: Annotated[
+        str | None,
+        typer.Option(help="Validation column to optimise; default: the task's (val_accuracy)."),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name; an existing one is joined. Default MODEL-DATA.")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL; default: sqlite file under OUT/sweeps/STUDY/."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    **options,
+):
+    """Tune MODEL's recipe with Optuna: every option takes a value, a range or choices; each
+    trial is a normal run record. `zoo sweep show STUDY` reports a study."""
+    from zoo import sweep as sweeps
+
+    given = {name: value for name, value in options.items() if value is not None}
+    if model == "show":
+        if study_to_show is None:
+            raise ZooError("Name the study to show: `zoo sweep show STUDY`.")
+        show_study(study_to_show, storage, given.get("out", "results"))
+        return
+    if study_to_show is not None:
+        raise ZooError(f"Unexpected argument {study_to_show!r}; options are written --name value.")
+    spec = sweeps.make_spec(
+        model, given, space_file=space, trials=trials, sampler=sampler, pruner=pruner,
+        metric=metric, study=study, storage=storage,
+    )  # fmt: skip
+    err.print(
+        f"Sweep {spec.study} ({spec.storage}): {spec.trials} trials of {spec.base.model} on "
+        f"{spec.base.dataset}, {spec.sampler} sampler, {spec.pruner} pruning, "
+        f"{spec.direction} {spec.metric}; searching "
+        + ", ".join(f"{p.name} {p.text()}" for p in spec.params),
+        highlight=False,
+        soft_wrap=True,
+    )
+    sweeps.run_sweep(spec, workers=workers, console=err)
+    show_study(spec.study, spec.storage, spec.base.out)
+
+
+def show_study(name: str, storage: str | None, out_dir: str) -> None:
+    """The trials table, the best trial as a `zoo train` command, and Optuna's figures."""
+    from zoo import sweep as sweeps
+
+    storage = storage or f"sqlite:///{sweeps.study_folder(out_dir, name) / 'study.db'}"
+    found = sweeps.load_study(name, storage)
+    rows = sweeps.trial_rows(found)
+    table = Table(title=f"study {name}: {found.user_attrs.get('metric')} ({found.direction.name})")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    for column in columns:
+        table.add_column(column, justify="right" if column != "state" else "left")
+    for row in rows:
+        table.add_row(*(format_cell(row.get(column)) for column in columns))
+    out.print(table)
+    if sweeps.best_value(found) is None:
+        out.print("No trial has completed yet.")
+        return
+    best = found.best_trial
+    out.print(f"Best: trial {best.number}, {found.user_attrs.get('metric')} {best.value:.4f}")
+    out.print(sweeps.train_command(found, best), highlight=False, soft_wrap=True)
+    folder = sweeps.study_folder(out_dir, name) / "figures"
+    for path in sweeps.write_figures(found, folder):
+        out.print(f"Figure: {path}", highlight=False)
+
+
+def format_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,521 @@
+"""Hyperparameter sweeps with Optuna: each trial is a normal `train_run`, pruned through the loop's
+callbacks, in a study that any number of processes or machines can share.
+
+    parse_space       `--lr 1e-4:1e-2:log --batch-size 64,128 --epochs 10` -> searched + fixed
+    open_study        an Optuna study in an RDB storage (SQLite file by default), checked
+    run_sweep         N trials in this process (or --workers N processes), Ctrl-C-safe
+    show_study        the trials table, the best trial as a `zoo train` command, Optuna's figures
+
+Everything a user can get wrong (an unknown or empty range, values a recipe cannot take, a
+storage that cannot be reached, a study of another model) is refused before any trial runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import json
+import multiprocessing
+import os
+import typing
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from zoo.config import TrainConfig
+from zoo.errors import ZooError
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "none")
+NOT_SEARCHABLE = ("model", "out", "data_dir", "device", "weights")  # fixed values only
+STUDIES_FOLDER = "sweeps"  # <results>/sweeps/<study>/: study.db, figures/, trials/
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched TrainConfig field: a float/int range (optionally log) or a list of choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple | None = None
+
+    def suggest(self, trial):
+        if self.choices is not None:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+    def text(self) -> str:
+        """The command-line spelling of this range."""
+        if self.choices is not None:
+            return ",".join(str(choice).lower() for choice in self.choices)
+        return f"{self.low:g}:{self.high:g}" + (":log" if self.log else "")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep, fully parsed and checked: plain values, so it can go to worker processes."""
+
+    base: TrainConfig  # the recipe with the fixed options set and the model's defaults filled
+    params: tuple[Param, ...]
+    study: str
+    storage: str  # an SQLAlchemy URL
+    trials: int  # the study's total number of trials to reach
+    sampler: str
+    pruner: str
+    metric: str  # a history column (val_accuracy, val_mean_iou, val_loss, ...)
+    direction: str  # maximize | minimize
+    seed: int = 0  # of the sampler
+
+    @property
+    def folder(self) -> Path:
+        return study_folder(self.base.out, self.study)
+
+    def user_attrs(self) -> dict:
+        """What a study remembers of the sweep that created it, checked when it is joined."""
+        return {
+            "model": self.base.model,
+            "dataset": self.base.dataset,
+            "metric": self.metric,
+            "space": {param.name: param.text() for param in self.params},
+            "recipe": self.base.to_dict(),  # the fixed options, for `zoo sweep show`'s command
+        }
+
+
+def study_folder(out: str | Path, study: str) -> Path:
+    return Path(out) / STUDIES_FOLDER / study.replace("/", "--")
+
+
+def field_types() -> dict[str, type]:
+    """TrainConfig field -> its value type (int, float, bool, str or an enum), None unwrapped."""
+    types = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        types[name] = args[0] if args else hint
+    return types
+
+
+def parse_value(name: str, kind: type, text: str):
+    """One command-line value of field `name`, as its type; ZooError naming the field."""
+    text = text.strip()
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if issubclass(kind, Enum):
+            return kind(text).value
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        valid = (
+            "true or false"
+            if kind is bool
+            else ", ".join(m.value for m in kind)
+            if issubclass(kind, Enum)
+            else f"a{'n' if kind is int else ''} {kind.__name__}"
+        )
+        raise ZooError(f"--{dashed(name)} got {text!r}; give {valid}.") from None
+
+
+def dashed(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def parse_option(name: str, spec: str | list) -> Param | object:
+    """`spec` of field `name` -> a fixed value, or a Param: `low:high[:log]` (numbers) or
+    `a,b,c` (choices); a list (from a space file) is a list of choices."""
+    types = field_types()
+    if name in NOT_SEARCHABLE and name in types:
+        return parse_value(name, types[name], str(spec))  # fixed for every trial
+    if name not in types:
+        known = [n for n in types if n not in NOT_SEARCHABLE]
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ZooError(
+            f"{name!r} is not a searchable zoo train option.{hint} Searchable: {', '.join(known)}."
+        )
+    kind = types[name]
+    if isinstance(spec, list):
+        spec = ",".join(str(v) for v in spec)
+    spec = str(spec)
+    if ":" in spec and kind in (int, float):
+        parts = spec.split(":")
+        log = len(parts) == 3 and parts[2] == "log"
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
+            raise ZooError(f"--{dashed(name)} {spec!r}: write a range as low:high or low:high:log.")
+        low, high = (parse_value(name, kind, part) for part in parts[:2])
+        if not low < high:
+            raise ZooError(f"--{dashed(name)} {spec}: the range is empty; low must be below high.")
+        if log and low <= 0:
+            raise ZooError(f"--{dashed(name)} {spec}: a log range needs low > 0.")
+        return Param(name, low, high, log=log, integer=kind is int)
+    if "," in spec:
+        choices = tuple(parse_value(name, kind, part) for part in spec.split(",") if part.strip())
+        if not choices:
+            raise ZooError(f"--{dashed(name)} {spec!r}: the list of choices is empty.")
+        return Param(name, choices=tuple(dict.fromkeys(choices)))
+    if not spec.strip():
+        raise ZooError(f"--{dashed(name)} is empty; give a value, a range or choices.")
+    return parse_value(name, kind, spec)
+
+
+def parse_space(options: dict[str, str | list]) -> tuple[tuple[Param, ...], dict]:
+    """Command-line (or space-file) options -> (searched Params, fixed values)."""
+    params, fixed = [], {}
+    for name, spec in options.items():
+        parsed = parse_option(name, spec)
+        if isinstance(parsed, Param):
+            params.append(parsed)
+        else:
+            fixed[name] = parsed
+    return tuple(params), fixed
+
+
+def read_space_file(path: Path) -> dict:
+    """A JSON or YAML mapping of option -> "low:high[:log]", "a,b" or a list of choices."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+        space = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
+    except OSError as error:
+        raise ZooError(f"--space {path} cannot be read ({error.strerror}).") from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise ZooError(f"--space {path} is not valid JSON/YAML ({error}).") from None
+    if not isinstance(space, dict):
+        raise ZooError(f"--space {path} must map option names to ranges, e.g. lr: 1e-4:1e-2:log")
+    return {str(k).replace("-", "_"): v for k, v in space.items()}
+
+
+def check_values(base: TrainConfig, params: tuple[Param, ...]) -> None:
+    """Every end of every range and every choice must make a valid recipe: one sentence else."""
+    for param in params:
+        values = param.choices if param.choices is not None else (param.low, param.high)
+        for value in values:
+            try:
+                dataclasses.replace(base, **{param.name: value})
+            except ZooError as error:
+                raise ZooError(
+                    f"--{dashed(param.name)} {param.text()} reaches {value}, which a recipe cannot "
+                    f"take: {error}"
+                ) from None
+
+
+def make_spec(
+    model: str,
+    options: dict,
+    *,
+    space_file: Path | None = None,
+    trials: int,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    metric: str | None = None,
+    study: str | None = None,
+    storage: str | None = None,
+) -> SweepSpec:
+    """Parse and check everything about a sweep, before any trial runs."""
+    from zoo.registry import get_model_entry
+    from zoo.results import HISTORY_COLUMNS, TASK_METRICS
+
+    if trials < 1:
+        raise ZooError(f"--trials must be at least 1, got {trials}.")
+    if sampler not in SAMPLERS or pruner not in PRUNERS:
+        raise ZooError(f"--sampler is one of {SAMPLERS} and --pruner one of {PRUNERS}.")
+    entry = get_model_entry(model)
+    searched = dict(read_space_file(space_file)) if space_file else {}
+    params, fixed = parse_space({**searched, **options})
+    base = TrainConfig(model=model, **fixed).resolve(entry.task, entry.dataset)
+    check_values(base, params)
+    if not params:
+        raise ZooError("Nothing to search: give at least one range (--lr 1e-4:1e-2:log) or list.")
+    if sampler == "grid" and any(p.choices is None for p in params):
+        raise ZooError("--sampler grid searches lists of choices only (e.g. --lr 1e-3,3e-3).")
+    metric = metric or TASK_METRICS[entry.task].selection
+    columns = [c for c in HISTORY_COLUMNS if c.startswith("val_")] + (
+        ["val_mean_iou"] if entry.task == "segmentation" else []
+    )
+    if metric not in columns:
+        raise ZooError(f"--metric {metric!r} is not a validation column; use one of {columns}.")
+    study = study or f"{model}-{base.dataset}".replace("/", "--")
+    storage = storage or f"sqlite:///{study_folder(base.out, study) / 'study.db'}"
+    direction = "minimize" if metric.endswith("loss") else "maximize"
+    return SweepSpec(base, params, study, storage, trials, sampler, pruner, metric, direction)
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def make_storage(url: str):
+    """An Optuna RDB storage; ZooError naming the URL when it cannot be reached."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = {"connect_args": {"timeout": 60}}  # several local workers share one file
+    else:
+        engine = {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    except Exception as error:  # SQLAlchemy and the drivers raise many kinds
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise ZooError(
+            f"Cannot reach the study storage {url} ({first_line}); check the URL, that the "
+            "database server runs and accepts this user, and that its driver is installed."
+        ) from None
+
+
+def make_sampler(spec: SweepSpec):
+    import optuna
+
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if spec.sampler == "grid":
+        grid = {param.name: list(param.choices) for param in spec.params}
+        return optuna.samplers.GridSampler(grid, seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed)
+
+
+def make_pruner(spec: SweepSpec):
+    import optuna
+
+    if spec.pruner == "none":
+        return optuna.pruners.NopPruner()
+    # Prune below the median of the earlier trials at the same epoch, once 5 trials finished,
+    # and never in a trial's first epoch (its first score says little).
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
+def open_study(spec: SweepSpec):
+    """Create the study, or join it when it exists: it must be one of the same model, dataset,
+    metric and search space."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(spec.storage)
+    study = optuna.create_study(
+        study_name=spec.study,
+        storage=storage,
+        sampler=make_sampler(spec),
+        pruner=make_pruner(spec),
+        direction=spec.direction,
+        load_if_exists=True,
+    )
+    attrs = spec.user_attrs()
+    if not study.user_attrs:
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        return study
+    for key in ("model", "dataset", "metric", "space"):
+        if study.user_attrs.get(key) != attrs[key]:
+            raise ZooError(
+                f"Study {spec.study!r} in {spec.storage} was made for {key} "
+                f"{study.user_attrs.get(key)!r}, not {attrs[key]!r}; pass another --study name "
+                "(or the same options to go on with it)."
+            )
+    return study
+
+
+def counted(study) -> int:
+    """Trials that count toward --trials: finished ones (completed, pruned or failed)."""
+    from optuna.trial import TrialState
+
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return len(study.get_trials(deepcopy=False, states=finished))
+
+
+# ----------------------------------------------------------------------------- the trials
+
+
+class TrialFailed(ZooError):
+    """A trial whose training diverged or could not run: recorded as failed, the sweep goes on."""
+
+
+def make_pruning_callback(trial, spec: SweepSpec):
+    """A loop callback that reports the metric each epoch and stops a trial Optuna prunes."""
+    from zoo.train import Callback
+
+    class PruneTrial(Callback):
+        def on_epoch_end(self, loop, row):
+            value = row[spec.metric]
+            trial.report(value, loop.epoch)
+            if trial.should_prune():
+                loop.request_stop(
+                    "pruned",
+                    f"Pruned by the sweep ({spec.pruner} rule) after epoch {loop.epoch}: "
+                    f"{spec.metric} {value:.4f}.",
+                )
+
+    return PruneTrial()
+
+
+def objective(spec: SweepSpec, console):
+    """Optuna's objective: one `train_run` with the trial's values; the best epoch's metric."""
+    import optuna
+
+    from zoo.run import train_run
+
+    def run_trial(trial: optuna.Trial) -> float:
+        values = {param.name: param.suggest(trial) for param in spec.params}
+        config = dataclasses.replace(spec.base, **values, out=str(spec.folder / "trials"))
+        tags = {"study": spec.study, "trial": str(trial.number)}
+        record = train_run(
+            config, callbacks=[make_pruning_callback(trial, spec)], console=console, tags=tags
+        )
+        trial.set_user_attr("run_dir", str(record.run_dir))
+        trial.set_user_attr("status", record.status)
+        if record.status == "interrupted":
+            raise KeyboardInterrupt
+        if record.status == "pruned":
+            raise optuna.TrialPruned(record.message)
+        if record.status != "completed":
+            raise TrialFailed(f"trial {trial.number} {record.status}: {record.message}")
+        scores = [row[spec.metric] for row in record.history]
+        return max(scores) if spec.direction == "maximize" else min(scores)
+
+    return run_trial
+
+
+def run_trials(spec: SweepSpec, count: int, console=None) -> int:
+    """Run `count` trials of the study in this process; returns how many finished."""
+    study = open_study(spec)
+    before = counted(study)
+    # Ctrl-C: Optuna marks the running trial failed; the finished ones are saved already.
+    with contextlib.suppress(KeyboardInterrupt):
+        study.optimize(objective(spec, console), n_trials=count, catch=(TrialFailed,))
+    return counted(study) - before
+
+
+def worker(spec: SweepSpec, count: int, threads: int) -> None:
+    """A worker process: its share of the trials, with its share of the CPU threads."""
+    import torch
+    from rich.console import Console
+
+    torch.set_num_threads(threads)
+    run_trials(spec, count, Console(stderr=True, quiet=True))
+
+
+def run_sweep(spec: SweepSpec, workers: int = 1, console=None):
+    """Bring the study to `spec.trials` finished trials, with `workers` processes here; returns
+    the study. Re-running the same sweep goes on with the trials still to do."""
+    study = open_study(spec)
+    todo = spec.trials - counted(study)
+    if todo <= 0:
+        return study
+    if workers <= 1:
+        run_trials(spec, todo, console)
+        return study
+    shares = [todo // workers + (i < todo % workers) for i in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # fresh interpreters, as torch prefers
+    processes = [
+        context.Process(target=worker, args=(spec, share, threads)) for share in shares if share
+    ]
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:  # the workers got the Ctrl-C too; wait for them to save
+        for process in processes:
+            process.join()
+    return study
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def load_study(name: str, storage: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(storage))
+    except KeyError:
+        raise ZooError(
+            f"There is no study {name!r} in {storage}; check the study's name and --storage."
+        ) from None
+
+
+def trial_rows(study) -> list[dict]:
+    """One row per trial: number, state, value, epochs, the searched values."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        rows.append(
+            {
+                "trial": trial.number,
+                "state": trial.state.name.lower(),
+                "value": trial.value,
+                "epochs": len(trial.intermediate_values),
+                **trial.params,
+            }
+        )
+    return rows
+
+
+def train_command(study, trial) -> str:
+    """A trial as a ready `zoo train ...` command: the sweep's fixed options and the trial's
+    values, where they differ from `zoo train`'s defaults."""
+    from zoo.registry import get_model_entry
+
+    base = TrainConfig.from_dict(study.user_attrs["recipe"])
+    config = dataclasses.replace(base, **trial.params).to_dict()
+    entry = get_model_entry(base.model)
+    defaults = TrainConfig(model=base.model).resolve(entry.task, entry.dataset).to_dict()
+    parts = ["zoo", "train", base.model]
+    for name, value in config.items():
+        if name in ("model", "out", "data_dir") or value == defaults[name]:
+            continue
+        if isinstance(value, bool):
+            parts.append(f"--{dashed(name)}" if value else f"--no-{dashed(name)}")
+        elif value is not None:
+            parts += [f"--{dashed(name)}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return " ".join(parts)
+
+
+def write_figures(study, folder: Path) -> list[Path]:
+    """Optuna's optimization history, parameter importances and slices as PNGs in `folder`."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as plots
+
+    from zoo.plots import save_figure
+
+    figures = {
+        "optimization_history.png": plots.plot_optimization_history,
+        "param_importances.png": plots.plot_param_importances,
+        "slice.png": plots.plot_slice,
+        "intermediate_values.png": plots.plot_intermediate_values,
+    }
+    written = []
+    completed = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    for filename, plot in figures.items():
+        if filename == "param_importances.png" and (
+            len(completed) < 2 or len(study.best_trial.params) < 2
+        ):
+            continue  # importances need two parameters and two finished trials
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna's "experimental" warnings
+            axes = plot(study)
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+        panels = len(axes.flat) if hasattr(axes, "flat") else 1
+        figure.set_size_inches(max(7.0, 3.6 * panels + 1.5), 4.5)
+        save_figure(figure, folder / filename)
+        written.append(folder / filename)
+    return written
+
+
+def best_value(study) -> float | None:
+    completed = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    return study.best_value if completed else None
