@@ -376,8 +376,16 @@ def sweep(
         highlight=False,
         soft_wrap=True,
     )
-    sweeps.run_sweep(spec, workers=workers, console=err)
+    interrupted = sweeps.run_sweep(spec, workers=workers, console=err)
     show_study(spec.study, spec.storage, spec.base.out)
+    if interrupted:
+        err.print(
+            "[red]Interrupted by Ctrl-C; the finished trials are saved. Run the same command to "
+            "go on.[/red]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130)
 
 
 def show_study(name: str, storage: str | None, out_dir: str) -> None:

@@ -12,7 +12,6 @@ storage that cannot be reached, a study of another model) is refused before any 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import json
@@ -289,9 +288,20 @@ def make_pruner(spec: SweepSpec):
 
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
-    # Prune below the median of the earlier trials at the same epoch, once 5 trials finished,
-    # and never in a trial's first epoch (its first score says little).
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    # Prune below the median of the earlier trials at the same epoch, once 5 trials completed,
+    # and not in the first third of the shortest trial: early scores say little about recipes
+    # whose schedule is longer or whose augmentation slows the start.
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup_epochs(spec))
+
+
+def warmup_epochs(spec: SweepSpec) -> int:
+    """The first epoch at which a trial may be pruned: a third of the shortest trial, plus one."""
+    epochs = next((p for p in spec.params if p.name == "epochs"), None)
+    if epochs is None:
+        shortest = spec.base.epochs
+    else:
+        shortest = min(epochs.choices) if epochs.choices else int(epochs.low)
+    return shortest // 3 + 1
 
 
 def open_study(spec: SweepSpec):
@@ -299,7 +309,8 @@ def open_study(spec: SweepSpec):
     metric and search space."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # zoo says what happened to each trial itself; Optuna's warnings come with tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = make_storage(spec.storage)
     study = optuna.create_study(
         study_name=spec.study,
@@ -325,11 +336,15 @@ def open_study(spec: SweepSpec):
 
 
 def counted(study) -> int:
-    """Trials that count toward --trials: finished ones (completed, pruned or failed)."""
+    """Trials that count toward --trials: completed, pruned or failed ones (not those stopped by
+    Ctrl-C, which a re-run does again)."""
     from optuna.trial import TrialState
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=finished))
+    return sum(
+        trial.user_attrs.get("status") != "interrupted"
+        for trial in study.get_trials(deepcopy=False, states=finished)
+    )
 
 
 # ----------------------------------------------------------------------------- the trials
@@ -377,6 +392,13 @@ def objective(spec: SweepSpec, console):
         if record.status == "pruned":
             raise optuna.TrialPruned(record.message)
         if record.status != "completed":
+            if console is not None:
+                console.print(
+                    f"[yellow]Trial {trial.number} failed ({record.status}); the sweep goes "
+                    f"on.[/yellow] {record.message}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             raise TrialFailed(f"trial {trial.number} {record.status}: {record.message}")
         scores = [row[spec.metric] for row in record.history]
         return max(scores) if spec.direction == "maximize" else min(scores)
@@ -384,50 +406,61 @@ def objective(spec: SweepSpec, console):
     return run_trial
 
 
-def run_trials(spec: SweepSpec, count: int, console=None) -> int:
-    """Run `count` trials of the study in this process; returns how many finished."""
+def run_trials(spec: SweepSpec, count: int, console=None) -> bool:
+    """Run `count` trials of the study in this process; True when Ctrl-C stopped them (the
+    running trial is recorded as failed and not counted; finished ones are saved already)."""
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
     study = open_study(spec)
-    before = counted(study)
-    # Ctrl-C: Optuna marks the running trial failed; the finished ones are saved already.
-    with contextlib.suppress(KeyboardInterrupt):
-        study.optimize(objective(spec, console), n_trials=count, catch=(TrialFailed,))
-    return counted(study) - before
+    # Other processes (other machines) may work on the study too: stop once it has enough.
+    enough = MaxTrialsCallback(
+        spec.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    )
+    try:
+        study.optimize(
+            objective(spec, console), n_trials=count, catch=(TrialFailed,), callbacks=[enough]
+        )
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 def worker(spec: SweepSpec, count: int, threads: int) -> None:
     """A worker process: its share of the trials, with its share of the CPU threads."""
+    import sys
+
     import torch
     from rich.console import Console
 
     torch.set_num_threads(threads)
-    run_trials(spec, count, Console(stderr=True, quiet=True))
+    sys.exit(130 if run_trials(spec, count, Console(stderr=True, quiet=True)) else 0)
 
 
-def run_sweep(spec: SweepSpec, workers: int = 1, console=None):
-    """Bring the study to `spec.trials` finished trials, with `workers` processes here; returns
-    the study. Re-running the same sweep goes on with the trials still to do."""
-    study = open_study(spec)
-    todo = spec.trials - counted(study)
+def run_sweep(spec: SweepSpec, workers: int = 1, console=None) -> bool:
+    """Bring the study to `spec.trials` counted trials with `workers` processes here; True when
+    Ctrl-C stopped it. Re-running the same sweep goes on with the trials still to do."""
+    todo = spec.trials - counted(open_study(spec))
     if todo <= 0:
-        return study
+        return False
     if workers <= 1:
-        run_trials(spec, todo, console)
-        return study
+        return run_trials(spec, todo, console)
     shares = [todo // workers + (i < todo % workers) for i in range(workers)]
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # fresh interpreters, as torch prefers
     processes = [
         context.Process(target=worker, args=(spec, share, threads)) for share in shares if share
     ]
-    try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-    except KeyboardInterrupt:  # the workers got the Ctrl-C too; wait for them to save
-        for process in processes:
-            process.join()
-    return study
+    interrupted = False
+    for process in processes:
+        process.start()
+    for process in processes:
+        while process.is_alive():
+            try:
+                process.join()
+            except KeyboardInterrupt:  # the workers got the Ctrl-C too: wait for them to save
+                interrupted = True
+    return interrupted or any(process.exitcode == 130 for process in processes)
 
 
 # ----------------------------------------------------------------------------- reporting

@@ -1,0 +1,249 @@
+"""`zoo sweep`: search spaces, bad input before any trial, pruning through the loop, studies
+shared by real worker processes (SQLite, and PostgreSQL where its server is installed)."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import needs_real_data
+from typer.testing import CliRunner
+
+from zoo import results, sweep
+from zoo.cli import app
+from zoo.config import TrainConfig
+from zoo.errors import ZooError
+from zoo.run import train_run
+
+runner = CliRunner()
+
+
+def test_the_space_is_ranges_log_ranges_choices_and_fixed_values():
+    params, fixed = sweep.parse_space(
+        {"lr": "1e-4:1e-2:log", "epochs": "2:5", "augment": "true,false", "batch_size": "64",
+         "optimizer": "adam,sgd", "label_smoothing": [0.0, 0.1]}
+    )  # fmt: skip
+    by_name = {param.name: param for param in params}
+    assert by_name["lr"] == sweep.Param("lr", 1e-4, 1e-2, log=True)
+    assert by_name["epochs"] == sweep.Param("epochs", 2, 5, integer=True)
+    assert by_name["augment"].choices == (True, False)
+    assert by_name["optimizer"].choices == ("adam", "sgd")
+    assert by_name["label_smoothing"].choices == (0.0, 0.1)
+    assert fixed == {"batch_size": 64}
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"learning_rate": "1e-4:1e-2"}, "'learning_rate' is not a searchable zoo train option"),
+        ({"lr": "1e-2:1e-4"}, "--lr 1e-2:1e-4: the range is empty"),
+        ({"batch_size": ","}, "--batch-size ',': the list of choices is empty"),
+        ({"lr": "0:1e-2:log"}, "a log range needs low > 0"),
+        ({"lr": "-1:1"}, "--lr -1:1 reaches -1.0, which a recipe cannot take: --lr must be"),
+        ({"batch_size": "0,8"}, "--batch-size 0,8 reaches 0, which a recipe cannot take"),
+        ({"augment": "yes,no"}, "--augment got 'yes'; give true or false"),
+        ({"optimizer": "adam,rmsprop"}, "--optimizer got 'rmsprop'; give adam, adamw, sgd"),
+    ],
+)
+def test_a_bad_space_is_one_sentence_before_any_trial(tmp_path, options, message):
+    with pytest.raises(ZooError, match=re.escape(message)):
+        sweep.make_spec("baseline-cnn", {**options, "out": str(tmp_path)}, trials=2)
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_grid_needs_choices_and_trials_must_be_positive(tmp_path):
+    with pytest.raises(ZooError, match="--sampler grid searches lists of choices only"):
+        sweep.make_spec("baseline-cnn", {"lr": "1e-4:1e-2"}, trials=2, sampler="grid")
+    with pytest.raises(ZooError, match="--trials must be at least 1"):
+        sweep.make_spec("baseline-cnn", {"lr": "1e-4,1e-3"}, trials=0)
+
+
+def test_an_unreachable_storage_is_one_sentence(tmp_path):
+    spec = sweep.make_spec(
+        "baseline-cnn", {"lr": "1e-4,1e-3", "out": str(tmp_path)}, trials=1,
+        storage="postgresql://nobody@127.0.0.1:1/zoo",
+    )  # fmt: skip
+    with pytest.raises(ZooError, match="Cannot reach the study storage postgresql://nobody@"):
+        sweep.open_study(spec)
+
+
+def sweep_args(root, out, *extra):
+    args = ["sweep", "baseline-cnn", "--epochs", "1", "--data-dir", str(root), "--out", str(out)]
+    return [*args, "--lr", "1e-3:3e-3:log", "--label-smoothing", "0,0.1", *extra]
+
+
+def test_a_tiny_sweep_runs_tagged_trials_shows_the_best_and_goes_on(tiny_root, tmp_path):
+    result = runner.invoke(app, sweep_args(tiny_root, tmp_path, "--trials", "2"))
+    assert result.exit_code == 0, result.output
+    assert "Best: trial" in result.stdout and "zoo train baseline-cnn --epochs 1" in result.stdout
+    folder = tmp_path / "sweeps" / "baseline-cnn-fashion-mnist"
+    assert (folder / "study.db").exists()
+    assert {p.name for p in (folder / "figures").iterdir()} >= {
+        "optimization_history.png", "slice.png", "param_importances.png",
+    }  # fmt: skip
+    records, _ = results.load_runs(folder / "trials")
+    assert sorted(r.tags["trial"] for r in records) == ["0", "1"]
+    assert {r.tags["study"] for r in records} == {"baseline-cnn-fashion-mnist"}
+
+    result = runner.invoke(app, sweep_args(tiny_root, tmp_path, "--trials", "3"))
+    assert result.exit_code == 0, result.output
+    study = sweep.load_study("baseline-cnn-fashion-mnist", f"sqlite:///{folder / 'study.db'}")
+    assert sweep.counted(study) == 3, "the second command ran the one trial still to do"
+
+    # The same study name with another model is refused before any trial.
+    other = sweep_args(
+        tiny_root, tmp_path, "--trials", "4", "--study", "baseline-cnn-fashion-mnist"
+    )
+    other[1] = "wide-leaky-cnn"
+    result = runner.invoke(app, other)
+    assert result.exit_code == 1 and "was made for model 'baseline-cnn'" in result.stderr
+    assert sweep.counted(study) == 3
+
+    result = runner.invoke(
+        app, ["sweep", "show", "baseline-cnn-fashion-mnist", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0 and "Best: trial" in result.stdout
+
+
+class AlwaysPrune:
+    """A stand-in Optuna trial whose pruner says "prune" from the first report on."""
+
+    def __init__(self):
+        self.reports = []
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return True
+
+
+def test_a_pruned_trial_stops_after_its_epoch_as_a_pruned_record(tiny_root, tmp_path):
+    spec = sweep.make_spec(
+        "baseline-cnn", {"lr": "1e-4,1e-3", "data_dir": str(tiny_root), "out": str(tmp_path)},
+        trials=1,
+    )  # fmt: skip
+    trial = AlwaysPrune()
+    config = TrainConfig(model="baseline-cnn", epochs=3, data_dir=str(tiny_root), out=str(tmp_path))
+    record = train_run(config, callbacks=[sweep.make_pruning_callback(trial, spec)])
+    assert record.status == "pruned" and record.epochs_completed == 1
+    assert "Pruned by the sweep (median rule) after epoch 1" in record.message
+    assert trial.reports == [(1, record.history[0]["val_accuracy"])]
+
+
+def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_trials(tiny_root, tmp_path, monkeypatch):
+    from test_train import counting_loss
+
+    # 180 images, batch 128: 2 steps a trial. SIGINT in the second trial's first step.
+    def interrupt_in_trial_2(n, loss):
+        if n == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    counting_loss(monkeypatch, interrupt_in_trial_2)
+    result = runner.invoke(app, sweep_args(tiny_root, tmp_path, "--trials", "3"))
+    assert result.exit_code == 130, result.output
+    assert "the finished trials are saved. Run the same command to go on" in result.stderr
+    folder = tmp_path / "sweeps" / "baseline-cnn-fashion-mnist"
+    study = sweep.load_study("baseline-cnn-fashion-mnist", f"sqlite:///{folder / 'study.db'}")
+    assert sweep.counted(study) == 1
+    assert [t.user_attrs.get("status") for t in study.trials] == ["completed", "interrupted"]
+
+
+def run_workers(tmp_path, storage: str, trials: int = 4):
+    """`zoo sweep --workers 2` in a real process, on a slice of the real data."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    command = [sys.executable, "-m", "zoo", "sweep", "baseline-cnn", "--trials", str(trials)]
+    command += ["--workers", "2", "--epochs", "1", "--limit-train", "512", "--study", "shared"]
+    command += ["--lr", "1e-4:1e-2:log", "--storage", storage, "--out", str(tmp_path)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def assert_each_trial_once(tmp_path, storage: str, trials: int = 4):
+    study = sweep.load_study("shared", storage)
+    assert sweep.counted(study) == trials
+    assert sorted(t.number for t in study.trials) == list(range(trials)), "none lost or twice"
+    records, _ = results.load_runs(tmp_path / "sweeps" / "shared" / "trials")
+    assert sorted(int(r.tags["trial"]) for r in records) == list(range(trials))
+    assert len({r.run_dir for r in records}) == trials
+
+
+@needs_real_data
+def test_two_workers_share_one_sqlite_study_without_losing_a_trial(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    result = run_workers(tmp_path, storage)
+    assert result.returncode == 0, result.stderr
+    assert_each_trial_once(tmp_path, storage)
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on a free port, as the `postgres` user (initdb refuses
+    root), in a folder that user can reach; its URL, and it is stopped and removed afterwards."""
+    pytest.importorskip("psycopg", reason="needs the psycopg driver (pip install psycopg[binary])")
+    bin_dir = postgres_bin()
+    if bin_dir is None or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL's server is not installed (Debian package postgresql)")
+    home = Path(tempfile.mkdtemp(prefix="zoo-postgres-"))  # pytest's tmp_path is root-only
+    os.chmod(home, 0o755)
+    data = home / "data"
+    data.mkdir()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(data, "postgres")
+    port = free_port()
+    subprocess.run(
+        [*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "zoo"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    log = data / "server.log"  # the server must not hold our pipes open
+    subprocess.run(
+        [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log),
+         "-w", "start"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    try:
+        subprocess.run(
+            [*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+             "-U", "zoo", "sweeps"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        yield f"postgresql://zoo@127.0.0.1:{port}/sweeps"
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@needs_real_data
+def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
+    result = run_workers(tmp_path, postgres)
+    assert result.returncode == 0, result.stderr
+    assert_each_trial_once(tmp_path, postgres)
+
+
+def test_no_trial_is_pruned_in_the_first_third_of_the_shortest_one(tmp_path):
+    spec = sweep.make_spec("baseline-cnn", {"epochs": "15,20,30", "out": str(tmp_path)}, trials=2)
+    assert sweep.warmup_epochs(spec) == 6  # Optuna prunes from this step (epoch) on
+    spec = sweep.make_spec("baseline-cnn", {"lr": "1e-4,1e-3", "epochs": "4"}, trials=2)
+    assert sweep.warmup_epochs(spec) == 2
