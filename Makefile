@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench report tables report-screenshot clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,18 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/fashion_mnist_train.py
 	$(BIN)/python benchmarks/facade_train.py
+
+report: install  # the self-contained HTML report of everything under results/
+	$(BIN)/zoo compare results --format html --out results/report.html
+
+tables: install  # the result tables in README.md and results/README.md, from the records
+	$(BIN)/zoo compare --refresh README.md --refresh results/README.md
+
+report-screenshot: report  # what the report looks like, in headless Chromium
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+		--disable-background-networking --disable-component-update --disable-sync \
+		--user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=1400,3000 \
+		--screenshot=docs/report-screenshot.png file://$(CURDIR)/results/report.html
 
 clean:
 	rm -rf $(VENV) .pytest_cache

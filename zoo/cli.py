@@ -419,3 +419,92 @@ def format_cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+class CompareFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    html = "html"
+
+
+@app.command("compare")
+@user_errors
+def compare_(
+    results_dir: Annotated[
+        Path, typer.Argument(help="A folder of run records and bench files.")
+    ] = Path("results"),
+    task: Annotated[TaskName | None, typer.Option(help="Only this task.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only models matching this pattern.")] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            help="model, n, params, train_img_s, bench_img_s, latency_ms, "
+            "mfu, val or test (default: test score, best first)."
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Show each row's difference to this model (Welch's t-test).")
+    ] = None,
+    format: Annotated[CompareFormat, typer.Option(help="Output format.")] = CompareFormat.table,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of stdout (html: required).")
+    ] = None,
+    trials: Annotated[bool, typer.Option(help="Include sweep trials (tagged runs).")] = True,
+    per_run: Annotated[
+        bool, typer.Option(help="One row per run (folder, seed, commit) instead of per recipe.")
+    ] = False,
+    refresh: Annotated[
+        list[Path] | None,
+        typer.Option(help="Regenerate the `<!-- zoo compare ARGS -->` tables in this file."),
+    ] = None,
+):
+    """Compare runs and bench rows per dataset: scores (mean ± std over seeds), per-class
+    scores, parameters, FLOPs, throughput, memory; as a table, Markdown, CSV or an HTML report."""
+    from zoo import compare as comparing
+
+    if refresh:
+        for path in refresh:
+            changed = comparing.refresh(path, markdown_for)
+            err.print(f"{path}: {'updated' if changed else 'up to date'}", highlight=False)
+        return
+    comparison = comparing.compare(
+        results_dir, task=task.value if task else None, dataset=dataset, model=model, sort=sort,
+        baseline=baseline, trials=trials,
+    )  # fmt: skip
+    for line in comparison.skipped:
+        err.print(f"[yellow]Warning:[/yellow] {line}", highlight=False, soft_wrap=True)
+    if format is CompareFormat.table:
+        for table in comparing.to_rich(comparison, per_run=per_run):
+            out.print(table)
+        return
+    if format is CompareFormat.html:
+        from zoo import report
+
+        if out_file is None:
+            raise ZooError("--format html writes a file: pass --out report.html.")
+        text = report.render(comparison)
+    else:
+        text = (
+            comparing.to_markdown(comparison, per_run=per_run)
+            if format is CompareFormat.markdown
+            else comparing.to_csv(comparison)
+        )
+    if out_file is None:
+        out.print(text, highlight=False, markup=False, soft_wrap=True)
+    else:
+        from zoo.results import atomic_write_bytes
+
+        atomic_write_bytes(out_file, text.encode())
+        err.print(f"Wrote {out_file}", highlight=False)
+
+
+def markdown_for(args: list[str]) -> str:
+    """`zoo compare ARGS --format markdown`'s text, for the tables kept in README files."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["compare", *args, "--format", "markdown"])
+    if result.exit_code != 0:
+        raise ZooError(f"`zoo compare {' '.join(args)}` failed: {result.output.strip()}")
+    return result.stdout

@@ -1,0 +1,200 @@
+"""`zoo compare`: grouping by recipe, mean +- std over seeds, Welch's test, bench joins, the
+outputs (table, Markdown, CSV, HTML), the tables kept in the READMEs, and bad input."""
+
+import csv
+import dataclasses
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from scipy.stats import ttest_ind
+from typer.testing import CliRunner
+
+from zoo import compare as comparing
+from zoo import results
+from zoo.bench import BENCH_COLUMNS, rows_csv
+from zoo.cli import app
+
+runner = CliRunner()
+COMMITTED = Path("results")
+
+
+def fake_run(folder: Path, model: str, seed: int, accuracy: float, *, epochs: int = 15) -> Path:
+    """A completed classification run record with the given test accuracy (and nothing else
+    real): the committed baseline-cnn record with its scores and recipe changed."""
+    (source,) = (COMMITTED / "fashion-mnist" / "baseline-cnn").iterdir()
+    record = results.read_record(source)
+    record.config = dataclasses.replace(record.config, model=model, seed=seed, epochs=epochs)
+    record.test = {**record.test, "accuracy": accuracy}
+    record.run_dir = folder / "fashion-mnist" / model / f"run-{seed}-{epochs}"
+    record.run_dir.mkdir(parents=True)
+    record.figures = []
+    results.write_record(record)
+    return record.run_dir
+
+
+def bench_row(**values) -> dict:
+    row = dict.fromkeys(BENCH_COLUMNS)
+    row |= {"task": "classification", "dataset": "fashion-mnist", "device": "cpu", "error": ""}
+    row |= {"device_name": "AMD EPYC", "memory_format": "nhwc", "compiled": False}
+    return row | values
+
+
+@pytest.fixture
+def seeded(tmp_path):
+    for seed, accuracy in enumerate((0.920, 0.922, 0.921)):
+        fake_run(tmp_path, "baseline-cnn", seed, accuracy)
+    for seed, accuracy in enumerate((0.930, 0.931)):
+        fake_run(tmp_path, "wide-leaky-cnn", seed, accuracy)
+    fake_run(tmp_path, "baseline-cnn", 0, 0.925, epochs=30)  # another recipe: another row
+    bench = [
+        bench_row(model="baseline-cnn", mode="infer", precision="fp32", images_per_second=9000.0,
+                  latency_ms_median=14.2, flops_per_image=4.5e6, peak_memory_mb=120.0),
+        bench_row(model="baseline-cnn", mode="train", precision="fp32", images_per_second=7000.0,
+                  mfu=0.031),
+        bench_row(model="baseline-cnn", mode="infer", precision="bf16", images_per_second=1.0),
+    ]  # fmt: skip
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "benchmark-infer-fp32-nhwc-pt2.14.1-amd-epyc.csv").write_text(
+        rows_csv(bench)
+    )
+    return tmp_path
+
+
+def test_runs_differing_in_seed_are_one_row_with_mean_std_and_n(seeded):
+    comparison = comparing.compare(seeded)
+    rows = {(row.model, row.recipe): row for row in comparison.rows["fashion-mnist"]}
+    baseline = rows["baseline-cnn", "defaults"]
+    assert baseline.n == 3 and baseline.seeds == [0, 1, 2]
+    assert baseline.mean("test", "accuracy") == pytest.approx(0.921)
+    assert baseline.std("test", "accuracy") == pytest.approx(0.001)
+    assert rows["baseline-cnn", "--epochs 30"].n == 1
+    assert rows["wide-leaky-cnn", "defaults"].n == 2
+    # the bench rows join by model and dataset, the run's precision (fp32) chosen
+    assert baseline.bench["infer"]["images_per_second"] == 9000.0
+    assert baseline.bench["train"]["mfu"] == 0.031
+    assert [row.model for row in comparison.rows["fashion-mnist"]] == [
+        "wide-leaky-cnn", "baseline-cnn", "baseline-cnn",
+    ], "sorted by test accuracy, best first"  # fmt: skip
+
+
+def test_baseline_rows_show_the_difference_and_welchs_p_value(seeded):
+    comparison = comparing.compare(seeded, baseline="baseline-cnn")
+    rows = {(row.model, row.recipe): row for row in comparison.rows["fashion-mnist"]}
+    versus = rows["wide-leaky-cnn", "defaults"].versus_baseline()
+    assert versus["difference"] == pytest.approx(0.9305 - 0.921)
+    expected = ttest_ind([0.930, 0.931], [0.920, 0.922, 0.921], equal_var=False).pvalue
+    assert versus["p_value"] == pytest.approx(expected)
+    assert versus["exceeds_spread"]
+    single = rows["baseline-cnn", "--epochs 30"].versus_baseline()
+    assert single["p_value"] is None, "Welch needs 2+ runs on both sides"
+    markdown = comparing.to_markdown(comparison)
+    assert "Δ test vs baseline" in markdown and "+0.0095 (> spread)" in markdown
+    assert "0.9210 ± 0.0010" in markdown
+
+
+def test_the_outputs_carry_per_class_scores_with_class_names(seeded, tmp_path):
+    comparison = comparing.compare(seeded, model="baseline*")
+    rows = list(csv.DictReader(io.StringIO(comparing.to_csv(comparison))))
+    assert len(rows) == 2 and {row["model"] for row in rows} == {"baseline-cnn"}
+    assert "test_ap[Shirt]" in rows[0] and "test_accuracy[Trouser]" in rows[0]
+    assert rows[0]["bench_infer_images_per_second"] == "9000.0"
+    markdown = comparing.to_markdown(comparison)
+    assert "Test AP per class:" in markdown and "| T-shirt/top |" in markdown
+    result = runner.invoke(
+        app, ["compare", str(seeded), "--format", "csv", "--out", str(tmp_path / "t.csv")]
+    )
+    assert result.exit_code == 0 and (tmp_path / "t.csv").read_text().startswith("dataset,")
+
+
+def test_the_html_report_is_one_offline_file_with_tables_scatter_and_heatmap(seeded, tmp_path):
+    out = tmp_path / "report.html"
+    result = runner.invoke(app, ["compare", str(seeded), "--format", "html", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "<table>" in html and 'alt="per-class heatmap"' in html
+    assert 'alt="test score against throughput, with the Pareto front"' in html
+    assert "http://" not in html and "https://" not in html, "nothing to fetch: opens offline"
+    assert html.count("data:image/png;base64,") == 2  # the scatter and the heatmap
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_on_both_axes():
+    from zoo.report import pareto_front
+
+    points = [(100, 0.90), (1000, 0.93), (200, 0.95), (50, 0.94), (1000, 0.80)]
+    assert pareto_front(points) == [2, 1]  # (200, .95) and (1000, .93), sorted by speed
+
+
+def test_bad_input_is_one_sentence(tmp_path, seeded):
+    result = runner.invoke(app, ["compare", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["compare", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "holds no run records or bench files" in result.stderr
+    result = runner.invoke(app, ["compare", str(seeded), "--sort", "speed"])
+    assert result.exit_code == 1 and "Unknown --sort column 'speed'; choose one of" in result.stderr
+    result = runner.invoke(app, ["compare", str(seeded), "--format", "html"])
+    assert result.exit_code == 1 and "pass --out report.html" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_malformed_records_and_bench_files_are_skipped_with_a_warning(seeded):
+    broken = seeded / "fashion-mnist" / "baseline-cnn" / "broken"
+    broken.mkdir()
+    (broken / "metrics.json").write_text("{cut")
+    (broken / "config.json").write_text("{}")
+    (seeded / "bench" / "benchmark-train-x.csv").write_text("model,speed\nfoo,1\n")
+    result = runner.invoke(app, ["compare", str(seeded), "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert f"Skipped {broken}" in result.stderr
+    assert "benchmark-train-x.csv: not a zoo bench file" in result.stderr
+    assert "| baseline-cnn | defaults | 3 |" in result.stdout
+
+
+def test_the_tables_in_the_readmes_are_compares_output(tmp_path):
+    """The README tables are generated (`make tables`), never typed: regenerating them from the
+    committed results changes nothing."""
+    for name in ("README.md", "results/README.md"):
+        copy = tmp_path / name.replace("/", "-")
+        shutil.copy(name, copy)
+        assert "<!-- zoo compare" in copy.read_text(), f"{name} has no generated table"
+        changed = comparing.refresh(copy, comparing_markdown)
+        assert not changed, f"{name}'s tables differ from `zoo compare`: run `make tables`"
+
+
+def comparing_markdown(args):
+    from zoo.cli import markdown_for
+
+    return markdown_for(args)
+
+
+def test_the_report_renders_in_a_real_browser(seeded, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    out = tmp_path / "report.html"
+    assert (
+        runner.invoke(
+            app, ["compare", str(seeded), "--format", "html", "--out", str(out)]
+        ).exit_code
+        == 0
+    )
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "fashion-mnist" in dom and dom.count("<table") >= 3 and "data:image/png" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [chromium, *flags, "--window-size=1200,1600", f"--screenshot={shot}", out.as_uri()],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        colours = image.convert("L").getextrema()
+    assert colours[1] - colours[0] > 100, "the screenshot is not blank"
