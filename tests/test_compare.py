@@ -198,3 +198,17 @@ def test_the_report_renders_in_a_real_browser(seeded, tmp_path):
     with Image.open(shot) as image:
         colours = image.convert("L").getextrema()
     assert colours[1] - colours[0] > 100, "the screenshot is not blank"
+
+
+def test_train_with_seeds_makes_one_run_per_seed_that_compare_groups(tiny_root, tmp_path):
+    args = ["train", "baseline-cnn", "--epochs", "1", "--data-dir", str(tiny_root)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path), "--seeds", "0,1"])
+    assert result.exit_code == 0, result.output
+    (row,) = comparing.compare(tmp_path).rows["fashion-mnist"]
+    assert row.n == 2 and row.seeds == [0, 1] and row.std("test", "accuracy") is not None
+    for bad, message in ((["--seeds", "0,1", "--seed", "3"], "drop --seed"),
+                         (["--seeds", "a,b"], "comma-separated integers"),
+                         (["--seeds", "1,1"], "distinct seeds")):  # fmt: skip
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), *bad])
+        assert result.exit_code == 1 and message in result.stderr
+    assert not (tmp_path / "x").exists()

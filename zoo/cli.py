@@ -106,16 +106,47 @@ def train(
         int | None,
         typer.Option(help="Train with N processes on this machine (torchrun; gloo on CPU)."),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated seeds: the same recipe once per seed (e.g. 0,1,2)."),
+    ] = None,
     **options,
 ):
     """Train MODEL and write its run record: config, history, metrics, figures, checkpoints."""
     given = given_options(context, options)
-    if nproc is not None and nproc > 1:
-        from zoo.distributed import launch
-
-        raise typer.Exit(launch(nproc, train_argv(model, resume, given)))
     if resume is None and model is None:
         raise ZooError("Name the model to train (e.g. `zoo train baseline-cnn`), or pass --resume.")
+    seed_list = parse_seeds(seeds, given, resume)
+    codes = []
+    for seed in seed_list:
+        if seed is not None:
+            options, given = {**options, "seed": seed}, {**given, "seed": seed}
+        if nproc is not None and nproc > 1:
+            from zoo.distributed import launch
+
+            codes.append(launch(nproc, train_argv(model, resume, given)))
+        else:
+            codes.append(train_once(model, resume, options, given))
+    raise typer.Exit(max(codes, key=lambda code: (code != 0, code)))
+
+
+def parse_seeds(seeds: str | None, given: dict, resume: Path | None) -> list[int | None]:
+    """--seeds 0,1,2 -> [0, 1, 2]; without it one run with --seed (None: as given)."""
+    if seeds is None:
+        return [None]
+    if "seed" in given or resume is not None:
+        raise ZooError("--seeds runs one run per seed: drop --seed and --resume with it.")
+    try:
+        values = [int(part) for part in seeds.split(",") if part.strip()]
+    except ValueError:
+        raise ZooError(f"--seeds takes comma-separated integers (0,1,2), got {seeds!r}.") from None
+    if not values or len(set(values)) != len(values):
+        raise ZooError(f"--seeds needs distinct seeds, e.g. 0,1,2; got {seeds!r}.")
+    return values
+
+
+def train_once(model: str | None, resume: Path | None, options: dict, given: dict) -> int:
+    """One run (or one process of a torchrun job); the exit status for the shell."""
     from zoo.distributed import Ranks
     from zoo.run import resume_run, train_run
     from zoo.runtime import resolve_device
@@ -131,12 +162,13 @@ def train(
     finally:
         ranks.shutdown()
     if not ranks.is_main:
-        raise typer.Exit(0 if record.status == "completed" else 1)
+        return 0 if record.status == "completed" else 1
     if record.status != "completed":
         err.print(f"[red]{record.message}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(130 if record.status == "interrupted" else 1)
+        return 130 if record.status == "interrupted" else 1
     print_metrics(record)
     out.print(f"Run record: {record.run_dir}")
+    return 0
 
 
 def given_options(context: typer.Context, options: dict) -> dict:
