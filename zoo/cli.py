@@ -540,3 +540,62 @@ def markdown_for(args: list[str]) -> str:
     if result.exit_code != 0:
         raise ZooError(f"`zoo compare {' '.join(args)}` failed: {result.output.strip()}")
     return result.stdout
+
+
+@app.command()
+@user_errors
+def explain(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")],
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Images to explain; default: the test examples of the run's figures."),
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="all, saliency, integrated-gradients, gradcam, activation-max or confused."
+        ),
+    ] = "all",
+    layer: Annotated[
+        str | None,
+        typer.Option(help="Conv layer for Grad-CAM and channel images; default: the last conv."),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Class (name or index) to explain; default: the predicted one (segmentation: "
+            "the class with the lowest test AP)."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where figures go; default RUN_DIR/figures/explain."),
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    steps: Annotated[int, typer.Option(help="Gradient-ascent steps of activation-max.")] = 200,
+):
+    """What a trained network looks at (saliency, integrated gradients, Grad-CAM with Captum),
+    what its classes and channels respond to (activation maximisation), and which classes it
+    confuses."""
+    from zoo.explain import explain_run
+    from zoo.runtime import resolve_device
+
+    if checkpoint not in ("best", "last"):
+        raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
+    if steps < 1:
+        raise ZooError(f"--steps must be at least 1, got {steps}.")
+    done = explain_run(
+        run_dir, images or [], method=method, layer=layer, target=target, out=out_dir,
+        checkpoint=f"{checkpoint}.safetensors", device=resolve_device(device),
+        data_dir=str(data_dir) if data_dir else None, steps=steps,
+    )  # fmt: skip
+    for line in done.lines:
+        out.print(line, highlight=False)
+    for path in done.figures:
+        out.print(f"Figure: {path}", highlight=False)
+    for error in done.errors:
+        err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+    if done.errors:
+        raise typer.Exit(1)
