@@ -599,3 +599,127 @@ def explain(
         err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
     if done.errors:
         raise typer.Exit(1)
+
+
+class BenchMode(str, Enum):
+    infer = "infer"
+    train = "train"
+    both = "both"
+
+
+@app.command()
+@user_errors
+def bench(
+    models: Annotated[
+        list[str] | None, typer.Argument(help="Registry names; or --all.", show_default=False)
+    ] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Every registered model.")] = False,
+    task: Annotated[TaskName | None, typer.Option(help="With --all: only this task.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Input size and classes of this dataset; default: each model's."),
+    ] = None,
+    amp: Annotated[bool, typer.Option(help="Mixed precision (CUDA; CPU only bf16).")] = False,
+    amp_dtype: Annotated[str, typer.Option(help="float16 or bfloat16.")] = "float16",
+    channels_last: Annotated[bool, typer.Option(help="NHWC memory format.")] = True,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile (its time reported apart).")
+    ] = False,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per batch; default 128, segmentation 8.")
+    ] = None,
+    img_size: Annotated[
+        int | None, typer.Option(help="Square input side; default the dataset's.")
+    ] = None,
+    mode: Annotated[
+        BenchMode, typer.Option(help="Inference, training step, or both.")
+    ] = BenchMode.both,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    repeats: Annotated[int, typer.Option(help="Timed repeats; all iterations are kept.")] = 3,
+    budget: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of timed iterations per model and mode (at least 5 "
+            "iterations per repeat whatever the budget)."
+        ),
+    ] = 6.0,
+    retry: Annotated[bool, typer.Option(help="Halve the batch on CUDA out-of-memory.")] = True,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the bench files go.")] = Path(
+        "results/bench"
+    ),
+):
+    """Throughput, latency (median, p90, p99, IQR), peak memory, FLOPs and FLOP utilisation of
+    models on synthetic input, each in a fresh process; rows go to one CSV/JSON per setting."""
+    from zoo import bench as benching
+    from zoo.config import AmpDtype
+    from zoo.registry import get_model_entry, list_models
+    from zoo.results import check_writable
+    from zoo.runtime import resolve_device, resolve_precision
+
+    if all_models == bool(models):
+        raise ZooError("Name the models to bench, or pass --all (not both).")
+    if amp_dtype not in [d.value for d in AmpDtype]:
+        raise ZooError(f"Unknown --amp-dtype {amp_dtype!r}; choose float16 or bfloat16.")
+    for name, value, low in (("--repeats", repeats, 1), ("--budget", budget, 0)):
+        if value < low:
+            raise ZooError(f"{name} must be at least {low}, got {value}.")
+    if batch_size is not None and batch_size < 1:
+        raise ZooError(f"--batch-size must be at least 1, got {batch_size}.")
+    chosen_task = task.value if task else None
+    if dataset is not None:
+        from zoo.data import get_dataset_info
+
+        chosen_task = get_dataset_info(dataset).task
+    names = list_models("*", chosen_task) if all_models else list(models)
+    for name in names:
+        get_model_entry(name)  # unknown names: one sentence with close matches, before any work
+    resolved = resolve_device(device)
+    precision = resolve_precision(resolved, amp, amp_dtype)
+    if precision.warning:
+        err.print(f"[yellow]Warning:[/yellow] {precision.warning}", highlight=False)
+    check_writable(out_dir)
+    modes = ("infer", "train") if mode is BenchMode.both else (mode.value,)
+    err.print(
+        f"Benchmarking {len(names)} models ({', '.join(modes)}) on {resolved}, {precision.label}, "
+        f"{'nhwc' if channels_last else 'nchw'}; synthetic inputs on the device, data loading "
+        f"not measured; {budget:g} s per model and mode -> {out_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    setting = dict(
+        device=str(resolved), amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
+        compile=compile, batch_size=batch_size, img_size=img_size, dataset=dataset,
+        repeats=repeats, budget=budget, retry=retry,
+    )  # fmt: skip
+
+    def progress(row):
+        if row["error"]:
+            err.print(
+                f"{row['mode']:>5} {row['model']}: [red]{row['error']}[/red]", highlight=False
+            )
+        else:
+            err.print(
+                f"{row['mode']:>5} {row['model']}: {row['images_per_second']:,.1f} img/s, "
+                f"{row['latency_ms_median']:.2f} ms/batch of {row['batch_size']}",
+                highlight=False,
+            )
+
+    try:
+        rows = benching.run_bench(names, setting, modes, out_dir, on_row=progress)
+    except KeyboardInterrupt:
+        err.print("[red]Interrupted: the rows measured so far are in the bench files.[/red]")
+        raise typer.Exit(130) from None
+    table = Table("mode", "model", "batch", "images/s", "latency ms", "p90 ms", "peak MB",
+                  "GFLOPs/img", "MFU", "error", title=f"zoo bench ({precision.label})")  # fmt: skip
+    for row in rows:
+        ok = not row["error"]
+        table.add_row(
+            row["mode"], row["model"], str(row["batch_size"] or ""),
+            f"{row['images_per_second']:,.1f}" if ok else "",
+            f"{row['latency_ms_median']:.2f}" if ok else "",
+            f"{row['latency_ms_p90']:.2f}" if ok else "",
+            f"{row['peak_memory_mb']:,.0f}" if ok else "",
+            f"{row['flops_per_image'] / 1e9:.3f}" if ok else "",
+            f"{100 * row['mfu']:.1f}%" if ok else "", row["error"] or "",
+        )  # fmt: skip
+    out.print(table)
