@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,29 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_trials(tiny_root, tmp_pat
     study = sweep.load_study("baseline-cnn-fashion-mnist", f"sqlite:///{folder / 'study.db'}")
     assert sweep.counted(study) == 1
     assert [t.user_attrs.get("status") for t in study.trials] == ["completed", "interrupted"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask() here
+def test_a_trial_whose_worker_was_killed_is_failed_and_done_again(tiny_root, tmp_path, monkeypatch):
+    from optuna.trial import TrialState
+
+    monkeypatch.setattr(sweep, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(sweep, "GRACE_SECONDS", 1)
+    options = {
+        "lr": "1e-3:3e-3:log",
+        "epochs": "1",
+        "data_dir": str(tiny_root),
+        "out": str(tmp_path),
+    }
+    spec = sweep.make_spec("baseline-cnn", options, trials=1)
+    study = sweep.open_study(spec)
+    lost = study.ask()  # a worker took this trial, beat once, and was killed
+    study._storage.record_heartbeat(lost._trial_id)
+    time.sleep(2.5)
+    assert sweep.counted(study) == 0
+    assert sweep.run_sweep(spec) is False
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert sweep.counted(study) == 1, "the lost trial is not counted; a new one was done"
 
 
 def run_workers(tmp_path, storage: str, trials: int = 4):

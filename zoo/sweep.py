@@ -253,6 +253,12 @@ def make_spec(
 # ----------------------------------------------------------------------------- the study
 
 
+# A running trial records a heartbeat; one silent for longer than the grace period (its worker
+# was killed, its machine lost) is failed by the next trial that starts, instead of staying
+# "running" in the study forever.
+HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 300
+
+
 def make_storage(url: str):
     """An Optuna RDB storage; ZooError naming the URL when it cannot be reached."""
     import optuna
@@ -263,7 +269,12 @@ def make_storage(url: str):
     else:
         engine = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+        )
     except Exception as error:  # SQLAlchemy and the drivers raise many kinds
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise ZooError(
@@ -336,13 +347,14 @@ def open_study(spec: SweepSpec):
 
 
 def counted(study) -> int:
-    """Trials that count toward --trials: completed, pruned or failed ones (not those stopped by
-    Ctrl-C, which a re-run does again)."""
+    """Trials that count toward --trials: completed, pruned or failed ones. Not those stopped by
+    Ctrl-C, nor those whose worker was killed (failed by the heartbeat check, with no status of
+    their own): a re-run does those again."""
     from optuna.trial import TrialState
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     return sum(
-        trial.user_attrs.get("status") != "interrupted"
+        trial.user_attrs.get("status") not in (None, "interrupted", "killed")
         for trial in study.get_trials(deepcopy=False, states=finished)
     )
 
