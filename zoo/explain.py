@@ -521,7 +521,7 @@ def explain_run(
             channel_objective(model, layer_module, channels), (len(channels), info.in_chans, *side),
             info, steps=steps, device=device, seed=1,
         )  # fmt: skip
-        titles = [f"{layer_name}\nchannel {c}" for c in channels]
+        titles = [f"channel {c}" for c in channels]  # the layer is in the title above
         save(
             plot_grid(found.cpu(), titles, info, f"inputs that maximise channels of {layer_name}"),
             "activation_max_channels.png",
