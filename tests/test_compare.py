@@ -51,7 +51,8 @@ def seeded(tmp_path):
     fake_run(tmp_path, "baseline-cnn", 0, 0.925, epochs=30)  # another recipe: another row
     bench = [
         bench_row(model="baseline-cnn", mode="infer", precision="fp32", images_per_second=9000.0,
-                  latency_ms_median=14.2, flops_per_image=4.5e6, peak_memory_mb=120.0),
+                  batch_size=128, latency_ms_median=14.2, flops_per_image=4.5e6,
+                  peak_memory_mb=120.0),
         bench_row(model="baseline-cnn", mode="train", precision="fp32", images_per_second=7000.0,
                   mfu=0.031),
         bench_row(model="baseline-cnn", mode="infer", precision="bf16", images_per_second=1.0),
@@ -93,6 +94,23 @@ def test_baseline_rows_show_the_difference_and_welchs_p_value(seeded):
     markdown = comparing.to_markdown(comparison)
     assert "Δ test vs baseline" in markdown and "+0.0095 (> spread)" in markdown
     assert "0.9210 ± 0.0010" in markdown
+
+
+def test_bench_view_puts_precisions_side_by_side_with_the_speedup(seeded, tmp_path):
+    result = runner.invoke(app, ["compare", str(seeded), "--bench", "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert "#### AMD EPYC (cpu), nhwc" in result.stdout
+    header = (
+        "| model | batch | GFLOPs/img | infer img/s fp32 | infer img/s bf16 | infer bf16/fp32 |"
+    )
+    assert header + " train img/s fp32 | train img/s bf16 | train bf16/fp32 |" in result.stdout
+    # baseline-cnn: 9,000 fp32 and 1.0 bf16 inference images/s, training in fp32 only
+    assert "| baseline-cnn | 128 | 0.004 | 9,000 | 1.0 | 0.00x | 7,000 |  |  |" in result.stdout
+    result = runner.invoke(app, ["compare", str(seeded), "--bench", "--format", "csv"])
+    assert result.exit_code == 1 and "use --format table or markdown" in result.stderr
+    fake_run(tmp_path / "runs", "baseline-cnn", 0, 0.92)
+    result = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--bench"])
+    assert result.exit_code == 1 and "holds no bench files; run `zoo bench` first" in result.stderr
 
 
 def test_the_outputs_carry_per_class_scores_with_class_names(seeded, tmp_path):

@@ -487,6 +487,14 @@ def compare_(
     per_run: Annotated[
         bool, typer.Option(help="One row per run (folder, seed, commit) instead of per recipe.")
     ] = False,
+    bench: Annotated[
+        bool,
+        typer.Option(
+            "--bench",
+            help="The bench rows instead: per device, each model's images/s in every precision "
+            "measured and the speed-up over fp32.",
+        ),
+    ] = False,
     refresh: Annotated[
         list[Path] | None,
         typer.Option(help="Regenerate the `<!-- zoo compare ARGS -->` tables in this file."),
@@ -507,6 +515,20 @@ def compare_(
     )  # fmt: skip
     for line in comparison.skipped:
         err.print(f"[yellow]Warning:[/yellow] {line}", highlight=False, soft_wrap=True)
+    if bench:
+        if not comparison.bench:
+            raise ZooError(f"{results_dir} holds no bench files; run `zoo bench` first.")
+        if format not in (CompareFormat.table, CompareFormat.markdown):
+            raise ZooError("--bench shows tables: use --format table or markdown.")
+        if format is CompareFormat.markdown:
+            out.print(
+                comparing.bench_markdown(comparison.bench),
+                highlight=False, markup=False, soft_wrap=True,
+            )  # fmt: skip
+        for title, header, body in comparing.bench_speedups(comparison.bench):
+            if format is CompareFormat.table:
+                out.print(comparing.rich_table(title, header, body, left=1))
+        return
     if format is CompareFormat.table:
         for table in comparing.to_rich(comparison, per_run=per_run):
             out.print(table)

@@ -396,6 +396,53 @@ def to_markdown(comparison: Comparison, *, per_class: bool = True, per_run: bool
     return "\n".join(parts)
 
 
+def bench_speedups(bench: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The bench rows side by side, one table per device and memory format: each model's
+    images/s in every precision measured, per mode, and the speed-up over fp32."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in bench:
+        key = (row["device_name"], row["device"].split(":")[0], row["memory_format"])
+        groups.setdefault(key, []).append(row)
+    tables = []
+    for (name, device, layout), rows in sorted(groups.items()):
+        precisions = sorted({r["precision"] for r in rows}, key=lambda p: (p != "fp32", p))
+        faster = [p for p in precisions if p != "fp32" and "fp32" in precisions]
+        modes = [m for m in ("infer", "train") if any(r["mode"] == m for r in rows)]
+        found = {(r["model"], r["mode"], r["precision"]): r for r in rows}
+        header = ["model", "batch", "GFLOPs/img"]
+        for mode in modes:
+            header += [f"{mode} img/s {p}" for p in precisions]
+            header += [f"{mode} {p}/fp32" for p in faster]
+        body = []
+        for model in sorted({r["model"] for r in rows}):
+            measured = [r for r in rows if r["model"] == model and not r["error"]]
+            infer = [r for r in measured if r["mode"] == "infer" and r["flops_per_image"]]
+            flops = infer[0]["flops_per_image"] / 1e9 if infer else None
+            batch = str(measured[0]["batch_size"] or "") if measured else ""
+            cells = [model, batch, number(flops, ".3f")]
+            for mode in modes:
+                speed = {}
+                for precision in precisions:
+                    row = found.get((model, mode, precision))
+                    speed[precision] = (
+                        row["images_per_second"] if row and not row["error"] else None
+                    )
+                    cells.append("error" if row and row["error"] else rate(speed[precision]))
+                for precision in faster:
+                    new, old = speed[precision], speed["fp32"]
+                    cells.append(f"{new / old:.2f}x" if new and old else "")
+            body.append(cells)
+        tables.append((f"{name} ({device}), {layout}", header, body))
+    return tables
+
+
+def bench_markdown(bench: list[dict]) -> str:
+    return "\n".join(
+        f"#### {title}\n\n{markdown_table(header, body, right_from=1)}\n"
+        for title, header, body in bench_speedups(bench)
+    )
+
+
 def run_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """One row per run (not per recipe): where it is, what it ran, its code, its scores."""
     header = ["run", "model", "recipe", "seed", "commit", "device, precision", "test scores"]
@@ -467,16 +514,22 @@ def to_rich(comparison: Comparison, *, per_run: bool = False):
         for cells in body:
             table.add_row(*(cell.strip("`") for cell in cells))
         return [table]
-    tables = []
-    for dataset, rows in comparison.rows.items():
-        header, body = main_table(rows)
-        table = Table(title=f"{dataset} ({rows[0].task})")
-        for i, column in enumerate(header):
-            table.add_column(column, justify="left" if i < 2 else "right", overflow="fold")
-        for cells in body:
-            table.add_row(*cells)
-        tables.append(table)
-    return tables
+    return [
+        rich_table(f"{dataset} ({rows[0].task})", *main_table(rows))
+        for dataset, rows in comparison.rows.items()
+    ]
+
+
+def rich_table(title: str, header: list[str], body: list[list[str]], left: int = 2):
+    """A rich Table: the first `left` columns left-aligned, the figures right-aligned."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i < left else "right", overflow="fold")
+    for cells in body:
+        table.add_row(*cells)
+    return table
 
 
 # ----------------------------------------------------------------------------- tables in files
