@@ -39,6 +39,19 @@ def test_explain_draws_every_figure_and_lists_them_in_the_record(classifier_run)
     assert "never confused either way" in result.stdout
 
 
+def test_a_record_from_before_the_figure_list_keeps_its_own_figures(classifier_run):
+    run_dir, root = classifier_run
+    record = results.read_record(run_dir)
+    record.figures = []  # as the records written before runs listed their figures
+    results.write_metrics(record)
+    result = runner.invoke(
+        app, ["explain", str(run_dir), "--method", "confused", "--data-dir", str(root)]
+    )
+    assert result.exit_code == 0, result.output
+    figures = results.read_record(run_dir).figures
+    assert "figures/explain/confused_pairs.png" in figures and "figures/curves.png" in figures
+
+
 def test_attribution_maps_are_neither_blank_nor_the_same_for_every_image(classifier_run):
     run_dir, root = classifier_run
     record = results.read_record(run_dir)

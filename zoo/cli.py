@@ -442,7 +442,7 @@ def show_study(name: str, storage: str | None, out_dir: str) -> None:
     out.print(sweeps.train_command(found, best), highlight=False, soft_wrap=True)
     folder = sweeps.study_folder(out_dir, name) / "figures"
     for path in sweeps.write_figures(found, folder):
-        out.print(f"Figure: {path}", highlight=False)
+        out.print(f"Figure: {path}", highlight=False, soft_wrap=True)
 
 
 def format_cell(value) -> str:
@@ -614,9 +614,9 @@ def explain(
         data_dir=str(data_dir) if data_dir else None, steps=steps,
     )  # fmt: skip
     for line in done.lines:
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
     for path in done.figures:
-        out.print(f"Figure: {path}", highlight=False)
+        out.print(f"Figure: {path}", highlight=False, soft_wrap=True)
     for error in done.errors:
         err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
     if done.errors:

@@ -544,7 +544,12 @@ def explain_run(
 
     if out is None and done.figures:
         listed = [p.relative_to(record.run_dir).as_posix() for p in done.figures]
-        record.figures = sorted(set(record.figures) | set(listed))
+        # A record from before the figure list: its own figures are the PNGs in figures/.
+        earlier = record.figures or [
+            p.relative_to(record.run_dir).as_posix()
+            for p in (record.run_dir / results.FIGURES).glob("*.png")
+        ]
+        record.figures = sorted(set(earlier) | set(listed))
         results.write_metrics(record)
     return done
 
