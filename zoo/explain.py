@@ -544,10 +544,10 @@ def explain_run(
 
     if out is None and done.figures:
         listed = [p.relative_to(record.run_dir).as_posix() for p in done.figures]
-        # A record from before the figure list: its own figures are the PNGs in figures/.
+        # A record from before the figure list: its figures are the PNGs under figures/.
         earlier = record.figures or [
             p.relative_to(record.run_dir).as_posix()
-            for p in (record.run_dir / results.FIGURES).glob("*.png")
+            for p in (record.run_dir / results.FIGURES).rglob("*.png")
         ]
         record.figures = sorted(set(earlier) | set(listed))
         results.write_metrics(record)
