@@ -96,6 +96,8 @@ def test_a_tiny_sweep_runs_tagged_trials_shows_the_best_and_goes_on(tiny_root, t
     assert result.exit_code == 0, result.output
     study = sweep.load_study("baseline-cnn-fashion-mnist", f"sqlite:///{folder / 'study.db'}")
     assert sweep.counted(study) == 3, "the second command ran the one trial still to do"
+    first, _, third = (trial.params["lr"] for trial in study.trials)
+    assert third != first, "the re-run samples afresh, not the first run's values again"
 
     # The same study name with another model is refused before any trial.
     other = sweep_args(

@@ -283,15 +283,15 @@ def make_storage(url: str):
         ) from None
 
 
-def make_sampler(spec: SweepSpec):
+def make_sampler(spec: SweepSpec, seed: int):
     import optuna
 
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
         grid = {param.name: list(param.choices) for param in spec.params}
-        return optuna.samplers.GridSampler(grid, seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed)
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def make_pruner(spec: SweepSpec):
@@ -315,9 +315,11 @@ def warmup_epochs(spec: SweepSpec) -> int:
     return shortest // 3 + 1
 
 
-def open_study(spec: SweepSpec):
+def open_study(spec: SweepSpec, worker: int = 0):
     """Create the study, or join it when it exists: it must be one of the same model, dataset,
-    metric and search space."""
+    metric and search space. Each process samples with its own seed (the sweep's, offset by the
+    trials already in the study and by the worker's number), so neither a re-run nor a second
+    worker draws the same values again."""
     import optuna
 
     # zoo says what happened to each trial itself; Optuna's warnings come with tracebacks.
@@ -326,11 +328,11 @@ def open_study(spec: SweepSpec):
     study = optuna.create_study(
         study_name=spec.study,
         storage=storage,
-        sampler=make_sampler(spec),
         pruner=make_pruner(spec),
         direction=spec.direction,
         load_if_exists=True,
     )
+    study.sampler = make_sampler(spec, spec.seed + len(study.trials) + 7919 * worker)
     attrs = spec.user_attrs()
     if not study.user_attrs:
         for key, value in attrs.items():
@@ -418,13 +420,13 @@ def objective(spec: SweepSpec, console):
     return run_trial
 
 
-def run_trials(spec: SweepSpec, count: int, console=None) -> bool:
+def run_trials(spec: SweepSpec, count: int, console=None, worker: int = 0) -> bool:
     """Run `count` trials of the study in this process; True when Ctrl-C stopped them (the
     running trial is recorded as failed and not counted; finished ones are saved already)."""
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    study = open_study(spec)
+    study = open_study(spec, worker)
     # Other processes (other machines) may work on the study too: stop once it has enough.
     enough = MaxTrialsCallback(
         spec.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -438,15 +440,15 @@ def run_trials(spec: SweepSpec, count: int, console=None) -> bool:
     return False
 
 
-def worker(spec: SweepSpec, count: int, threads: int) -> None:
-    """A worker process: its share of the trials, with its share of the CPU threads."""
+def worker(spec: SweepSpec, count: int, threads: int, number: int) -> None:
+    """Worker `number`: its share of the trials, with its share of the CPU threads."""
     import sys
 
     import torch
     from rich.console import Console
 
     torch.set_num_threads(threads)
-    sys.exit(130 if run_trials(spec, count, Console(stderr=True, quiet=True)) else 0)
+    sys.exit(130 if run_trials(spec, count, Console(stderr=True, quiet=True), number) else 0)
 
 
 def run_sweep(spec: SweepSpec, workers: int = 1, console=None) -> bool:
@@ -461,7 +463,9 @@ def run_sweep(spec: SweepSpec, workers: int = 1, console=None) -> bool:
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # fresh interpreters, as torch prefers
     processes = [
-        context.Process(target=worker, args=(spec, share, threads)) for share in shares if share
+        context.Process(target=worker, args=(spec, share, threads, number))
+        for number, share in enumerate(shares)
+        if share
     ]
     interrupted = False
     for process in processes:
