@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import typing
+import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -269,12 +270,14 @@ def make_storage(url: str):
     else:
         engine = {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-        )
+        with warnings.catch_warnings():  # "heartbeat_interval is an experimental feature"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+            )
     except Exception as error:  # SQLAlchemy and the drivers raise many kinds
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise ZooError(
