@@ -540,6 +540,7 @@ def write_figures(study, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.ticker import NullFormatter
     from optuna.visualization import matplotlib as plots
 
     from zoo.plots import save_figure
@@ -560,9 +561,12 @@ def write_figures(study, folder: Path) -> list[Path]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # optuna's "experimental" warnings
             axes = plot(study)
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-        panels = len(axes.flat) if hasattr(axes, "flat") else 1
-        figure.set_size_inches(max(7.0, 3.6 * panels + 1.5), 4.5)
+        panels = list(axes.flat) if hasattr(axes, "flat") else [axes]
+        for ax in panels:  # log axes: decades only, the 2x10^-3 labels between them overlap
+            if ax.get_xscale() == "log":
+                ax.xaxis.set_minor_formatter(NullFormatter())
+        figure = panels[0].get_figure()
+        figure.set_size_inches(max(7.0, 3.6 * len(panels) + 1.5), 4.5)
         save_figure(figure, folder / filename)
         written.append(folder / filename)
     return written
