@@ -158,6 +158,11 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_trials(tiny_root, tmp_pat
     assert sweep.counted(study) == 1
     assert [t.user_attrs.get("status") for t in study.trials] == ["completed", "interrupted"]
 
+    # The same command goes on: the interrupted trial does not count, so two more run.
+    result = runner.invoke(app, sweep_args(tiny_root, tmp_path, "--trials", "3"))
+    assert result.exit_code == 0, result.output
+    assert sweep.counted(study) == 3 and len(study.trials) == 4
+
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask() here
 def test_a_trial_whose_worker_was_killed_is_failed_and_done_again(tiny_root, tmp_path, monkeypatch):

@@ -426,14 +426,15 @@ def objective(spec: SweepSpec, console):
 def run_trials(spec: SweepSpec, count: int, console=None, worker: int = 0) -> bool:
     """Run `count` trials of the study in this process; True when Ctrl-C stopped them (the
     running trial is recorded as failed and not counted; finished ones are saved already)."""
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
-
     study = open_study(spec, worker)
-    # Other processes (other machines) may work on the study too: stop once it has enough.
-    enough = MaxTrialsCallback(
-        spec.trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    )
+
+    def enough(study, trial) -> None:
+        # Other processes (other machines) may work on the study too: stop once it has enough,
+        # counted as `counted` does (Optuna's MaxTrialsCallback would count the interrupted and
+        # killed trials, which are done again, and stop short).
+        if counted(study) >= spec.trials:
+            study.stop()
+
     try:
         study.optimize(
             objective(spec, console), n_trials=count, catch=(TrialFailed,), callbacks=[enough]
