@@ -119,3 +119,33 @@ def test_ctrl_c_keeps_the_rows_measured_so_far(tmp_path):
     rows, warnings = bench.load_bench_rows(tmp_path)
     assert not warnings and 1 <= len(rows) < len(models)
     assert rows[0]["model"] == "baseline-cnn" and rows[0]["images_per_second"] > 0
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_out_of_memory_halves_the_batch_and_says_so(monkeypatch, retry):
+    """A stand-in for CUDA running out of memory above 32 images (the code path is the same on
+    any device): the batch is halved until it fits and the row says so; --no-retry: error row."""
+    import zoo.registry
+
+    real = zoo.registry.create_model
+
+    class RunsOutAbove32(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, images):
+            if len(images) > 32:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self.model(images)
+
+    monkeypatch.setattr(
+        zoo.registry, "create_model", lambda *args, **kwargs: RunsOutAbove32(real(*args, **kwargs))
+    )
+    setting = bench.Setting(mode="infer", device="cpu", repeats=1, budget=0.1, retry=retry)
+    row = bench.measure_model("baseline-cnn", setting, peak=1e12)
+    if retry:
+        assert row["error"] == "" and row["oom_retried"]
+        assert row["batch_size_asked"] == 128 and row["batch_size"] == 32
+    else:
+        assert row["error"].startswith("OutOfMemoryError") and row["images_per_second"] is None
