@@ -108,6 +108,9 @@ def test_ctrl_c_keeps_the_rows_measured_so_far(tmp_path):
     proc = subprocess.Popen(
         [*command, "--budget", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+        # A shell's background job starts with SIGINT ignored, and children inherit that: give
+        # zoo the default disposition, as a terminal would, wherever pytest itself was started.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.time() + 240
     while time.time() < deadline and not list(tmp_path.glob("*.csv")):

@@ -24,8 +24,7 @@ COMMITTED = Path("results")
 def fake_run(folder: Path, model: str, seed: int, accuracy: float, *, epochs: int = 15) -> Path:
     """A completed classification run record with the given test accuracy (and nothing else
     real): the committed baseline-cnn record with its scores and recipe changed."""
-    (source,) = (COMMITTED / "fashion-mnist" / "baseline-cnn").iterdir()
-    record = results.read_record(source)
+    record = results.read_record(COMMITTED / "fashion-mnist" / "baseline-cnn" / "20261121-111545")
     record.config = dataclasses.replace(record.config, model=model, seed=seed, epochs=epochs)
     record.test = {**record.test, "accuracy": accuracy}
     record.run_dir = folder / "fashion-mnist" / model / f"run-{seed}-{epochs}"

@@ -213,7 +213,7 @@ def test_any_training_state_json_loads_or_fails_naming_the_file(tmp_path, traine
 @pytest.fixture(scope="module")
 def record_files(tmp_path_factory) -> dict[str, bytes]:
     """The files of a real run record: the committed baseline-cnn run's."""
-    (run_dir,) = Path("results/fashion-mnist/baseline-cnn").iterdir()
+    run_dir = Path("results/fashion-mnist/baseline-cnn/20261121-111545")
     return {name: (run_dir / name).read_bytes() for name in ("config.json", "metrics.json")}
 
 
