@@ -12,6 +12,10 @@ import pytest
 
 from zoo.data import fashion_mnist
 
+# The committed default-recipe baseline-cnn run (seed 0, test 0.9203), which tests read as a real
+# record; other runs of that model sit beside it.
+COMMITTED_BASELINE = Path("results/fashion-mnist/baseline-cnn/20261121-111545")
+
 
 def write_idx(path: Path, array: np.ndarray, *, magic: int | None = None) -> None:
     """Write `array` (uint8) as a gzipped IDX file: magic, dims, then the raw bytes."""

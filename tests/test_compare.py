@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import COMMITTED_BASELINE
 from scipy.stats import ttest_ind
 from typer.testing import CliRunner
 
@@ -18,13 +19,12 @@ from zoo.bench import BENCH_COLUMNS, rows_csv
 from zoo.cli import app
 
 runner = CliRunner()
-COMMITTED = Path("results")
 
 
 def fake_run(folder: Path, model: str, seed: int, accuracy: float, *, epochs: int = 15) -> Path:
     """A completed classification run record with the given test accuracy (and nothing else
     real): the committed baseline-cnn record with its scores and recipe changed."""
-    record = results.read_record(COMMITTED / "fashion-mnist" / "baseline-cnn" / "20261121-111545")
+    record = results.read_record(COMMITTED_BASELINE)
     record.config = dataclasses.replace(record.config, model=model, seed=seed, epochs=epochs)
     record.test = {**record.test, "accuracy": accuracy}
     record.run_dir = folder / "fashion-mnist" / model / f"run-{seed}-{epochs}"

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import COMMITTED_BASELINE
 from typer.testing import CliRunner
 
 from zoo import results
@@ -196,7 +197,7 @@ def test_the_committed_records_read_through_the_schema():
     records, warnings = results.load_runs("results")
     assert not [w for w in warnings if "/trials/" not in w]
     by_folder = {r.run_dir.relative_to("results").as_posix(): r for r in records}
-    baseline = by_folder["fashion-mnist/baseline-cnn/20261121-111545"]
+    baseline = by_folder[COMMITTED_BASELINE.relative_to("results").as_posix()]
     assert baseline.schema_version == 1 and baseline.task == "classification"
     assert baseline.score("test", baseline.metrics.scores[0]) == pytest.approx(0.9203, abs=1e-4)
     unet = by_folder["mini-facade/unet-small/20261121-121126"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import COMMITTED_BASELINE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -213,8 +214,8 @@ def test_any_training_state_json_loads_or_fails_naming_the_file(tmp_path, traine
 @pytest.fixture(scope="module")
 def record_files(tmp_path_factory) -> dict[str, bytes]:
     """The files of a real run record: the committed baseline-cnn run's."""
-    run_dir = Path("results/fashion-mnist/baseline-cnn/20261121-111545")
-    return {name: (run_dir / name).read_bytes() for name in ("config.json", "metrics.json")}
+    names = ("config.json", "metrics.json")
+    return {name: (COMMITTED_BASELINE / name).read_bytes() for name in names}
 
 
 @PROPERTY
