@@ -170,12 +170,21 @@ def test_malformed_records_and_bench_files_are_skipped_with_a_warning(seeded):
     assert "| baseline-cnn | defaults | 3 |" in result.stdout
 
 
-def test_the_tables_in_the_readmes_are_compares_output(tmp_path):
+def test_the_tables_in_the_readmes_are_compares_output(tmp_path, monkeypatch):
     """The README tables are generated (`make tables`), never typed: regenerating them from the
-    committed results changes nothing."""
-    for name in ("README.md", "results/README.md"):
+    committed results changes nothing. Only the committed files count: a user's own runs under
+    results/ (`make demo` puts one there) must not fail the test."""
+    listed = subprocess.run(["git", "ls-files", "results"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("needs a git checkout to tell the committed results from local runs")
+    for name in listed.stdout.split():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(name, tmp_path / name)
+    readmes = {name: Path(name).read_text() for name in ("README.md", "results/README.md")}
+    monkeypatch.chdir(tmp_path)  # `zoo compare results ...` now reads the committed copy
+    for name, text in readmes.items():
         copy = tmp_path / name.replace("/", "-")
-        shutil.copy(name, copy)
+        copy.write_text(text)
         assert "<!-- zoo compare" in copy.read_text(), f"{name} has no generated table"
         changed = comparing.refresh(copy, comparing_markdown)
         assert not changed, f"{name}'s tables differ from `zoo compare`: run `make tables`"
