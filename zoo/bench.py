@@ -3,9 +3,11 @@
 Measured the way timm's benchmark.py and torch.utils.benchmark do: inputs already on the device
 at the dataset's input size (data loading is not measured), warm-up iterations first, the device
 synchronised around every timed iteration, `inference_mode` for inference, the training step
-being zoo's own (`zoo.train.train_step`), every iteration's time kept and summarised by its
-median with p90, p99 and IQR. Each model runs in a fresh process, so one model's memory state
-cannot change the next one's numbers; a model that fails becomes an error row.
+being zoo's own (`zoo.train.train_step`). Throughput is sustained: each repeat's images over
+its time, the median over the repeats (timm's samples / elapsed, per repeat). Latency per batch
+is every iteration's time, summarised by its median, p90, p99 and IQR. Each model runs in a
+fresh process, so one model's memory state cannot change the next one's numbers; a model that
+fails becomes an error row.
 
     BENCH_COLUMNS, bench_file_stem, load_bench_rows     the row schema and its files
     measure_model                                       one model, one mode (in a child process)
@@ -38,7 +40,7 @@ BENCH_COLUMNS = {
     "input_shape": str,  # C x H x W
     "params": int,
     "flops_per_image": float,  # forward (infer) or forward + backward (train)
-    "images_per_second": float,  # median over every timed iteration
+    "images_per_second": float,  # sustained: median over the repeats of images / time
     "latency_ms_median": float,  # per batch
     "latency_ms_p90": float,
     "latency_ms_p99": float,
@@ -184,6 +186,24 @@ def peak_flops(device, precision, seconds: float = 2.0) -> float:
     return 2 * side**3 * count / (time.perf_counter() - start)
 
 
+def summarize(repeats: list[list[float]], batch: int) -> dict:
+    """The row's figures from each repeat's iteration times (seconds). Throughput is each
+    repeat's images over its time, the median of the repeats: what a run of many steps gets,
+    stalls included (the median of single iterations would leave them out and read higher).
+    Latency is per batch, over every iteration."""
+    import statistics
+
+    times = [t for repeat in repeats for t in repeat]
+    return {
+        "images_per_second": statistics.median(batch * len(r) / sum(r) for r in repeats),
+        "latency_ms_median": 1000 * percentile(times, 50),
+        "latency_ms_p90": 1000 * percentile(times, 90),
+        "latency_ms_p99": 1000 * percentile(times, 99),
+        "latency_ms_iqr": 1000 * (percentile(times, 75) - percentile(times, 25)),
+        "timed_iterations": len(times),
+    }
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
@@ -306,27 +326,20 @@ def measure_into(row: dict, model_name: str, setting: Setting, peak: float) -> N
     row["batch_size"] = batch
     row["compile_seconds"] = first if setting.compile else None
 
-    times: list[float] = []
+    repeats: list[list[float]] = []
     per_repeat = setting.budget / setting.repeats
     least = -(-MIN_ITERATIONS // setting.repeats)
     for _ in range(setting.repeats):
-        began, done = time.perf_counter(), 0
-        while done < least or time.perf_counter() - began < per_repeat:
+        times: list[float] = []
+        began = time.perf_counter()
+        while len(times) < least or time.perf_counter() - began < per_repeat:
             synchronize(device)
             start = time.perf_counter()
             step(images, targets)
             synchronize(device)
             times.append(time.perf_counter() - start)
-            done += 1
-    median = percentile(times, 50)
-    row.update(
-        images_per_second=batch / median,
-        latency_ms_median=1000 * median,
-        latency_ms_p90=1000 * percentile(times, 90),
-        latency_ms_p99=1000 * percentile(times, 99),
-        latency_ms_iqr=1000 * (percentile(times, 75) - percentile(times, 25)),
-        timed_iterations=len(times),
-    )
+        repeats.append(times)
+    row.update(summarize(repeats, batch))
     if device.type == "cuda":
         row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         row["peak_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
@@ -373,6 +386,7 @@ def bench_environment(device, precision, setting: Setting, peak: float) -> dict:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "peak_tflops": peak / 1e12,
         "inputs": "synthetic, already on the device (data loading is not measured)",
+        "images_per_second": "sustained: median over the repeats of images / time",
     }
     if device.type == "cuda":
         env["cuda_slug"] = f"cu{torch.version.cuda.replace('.', '')}-{env['device_name']}"
