@@ -73,6 +73,26 @@ def test_flops_are_twice_the_multiply_adds():
     assert bench.count_flops(layer, torch.randn(3, 10)) == 2 * 3 * 10 * 4
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.Conv2d(16, 16, 3, padding=1, groups=16),  # depthwise
+        torch.nn.Conv2d(16, 32, 3, stride=2, groups=4),
+        torch.nn.ConvTranspose2d(16, 8, 2, stride=2),
+        torch.nn.ConvTranspose2d(16, 8, 2, stride=2, groups=4),
+    ],
+    ids=["conv", "depthwise", "grouped-strided", "transposed", "transposed-grouped"],
+)
+def test_a_convolution_backward_counts_twice_its_forward(layer):
+    """The input and the weight gradients each cost a forward, groups or not (torch 2.14's own
+    formula counts a depthwise backward `groups` times over)."""
+    images = torch.randn(2, layer.in_channels, 8, 8, requires_grad=True)
+    forward = bench.count_flops(layer, images)
+    assert forward > 0
+    assert bench.count_flops(lambda x: layer(x).sum().backward(), images) == 3 * forward
+
+
 def test_bad_input_is_one_sentence_before_any_work(tmp_path):
     out = tmp_path / "bench"
     result = runner.invoke(app, ["bench", "baselin-cnn", "--out", str(out)])

@@ -152,12 +152,27 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def conv_backward_flops(
+    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
+    transposed, _output_padding, _groups, output_mask, **kwargs,
+) -> int:  # fmt: skip
+    """FLOPs of a convolution's backward: the input gradient and the weight gradient each cost
+    what the forward does. torch's own formula (2.14) forgets the groups in the weight gradient,
+    which counts a depthwise convolution's backward `groups` times over (pytorch PR 183405)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (bool(output_mask[0]) + bool(output_mask[1]))
+
+
 def count_flops(step, *args) -> float:
     """FLOPs of one call of `step(*args)`, counted by torch.utils.flop_counter (2 per
     multiply-add, as FLOPs are usually counted; MACs are half of it)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         step(*args)
     return float(counter.get_total_flops())
 
