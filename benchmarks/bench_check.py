@@ -3,11 +3,13 @@
 For each model and mode, `zoo bench MODEL --mode M` runs (its own processes, its own timing
 loop) and, in a separate process, torch.utils.benchmark.Timer times a plain forward
 (inference_mode) or a plain training step (forward, cross-entropy, backward, Adam step) written
-here, on the same synthetic batch, memory format and precision. The two images/s must agree
-within 10%. The two alternate `--repeats` times, which one goes first alternating too (single
-measurements on a shared machine move by 20% and more), and the medians are compared; the
-table also says in how many of the pairs zoo read higher, which shows a bias that the medians
-hide.
+here, on the same synthetic batch, memory format and precision. Both figures are sustained
+throughput, images over elapsed time: zoo's the median of its 3 repeats, the Timer's its mean
+over `blocked_autorange` (its median would be of single iterations for a slow model and of
+block means for a fast one). The two images/s must agree within 10%. The two alternate
+`--repeats` times, which one goes first alternating too (single measurements on a shared
+machine move by 20% and more), and the medians are compared; the table also says in how many
+of the pairs zoo read higher, which shows a bias that the medians hide.
 
     .venv/bin/python benchmarks/bench_check.py
     .venv/bin/python benchmarks/bench_check.py --models baseline-cnn --repeats 1 --budget 3
@@ -44,7 +46,7 @@ def zoo_bench(model: str, mode: str, args: argparse.Namespace) -> float:
 
 
 def reference(model_name: str, mode: str, budget: float, device: str, amp: bool, dtype: str):
-    """images/s of a plain step written here, timed by torch.utils.benchmark.Timer."""
+    """Sustained images/s of a plain step written here, timed by torch.utils.benchmark.Timer."""
     import torch
     import torch.nn.functional as F
     from torch.utils.benchmark import Timer
@@ -90,7 +92,7 @@ def reference(model_name: str, mode: str, budget: float, device: str, amp: bool,
         num_threads=torch.get_num_threads(),
     )  # fmt: skip
     measurement = timer.blocked_autorange(min_run_time=budget)
-    return batch / measurement.median
+    return batch / measurement.mean
 
 
 def child(args: argparse.Namespace) -> None:
