@@ -206,11 +206,9 @@ def summarize(repeats: list[list[float]], batch: int) -> dict:
     repeat's images over its time, the median of the repeats: what a run of many steps gets,
     stalls included (the median of single iterations would leave them out and read higher).
     Latency is per batch, over every iteration."""
-    import statistics
-
     times = [t for repeat in repeats for t in repeat]
     return {
-        "images_per_second": statistics.median(batch * len(r) / sum(r) for r in repeats),
+        "images_per_second": percentile([batch * len(r) / sum(r) for r in repeats], 50),
         "latency_ms_median": 1000 * percentile(times, 50),
         "latency_ms_p90": 1000 * percentile(times, 90),
         "latency_ms_p99": 1000 * percentile(times, 99),
