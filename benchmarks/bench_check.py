@@ -37,7 +37,7 @@ def zoo_bench(model: str, mode: str, args: argparse.Namespace) -> float:
         proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"zoo bench failed:\n{proc.stderr}")
-        from zoo.bench import load_bench_rows
+        from zoo.benchfiles import load_bench_rows
 
         (row,), _ = load_bench_rows(out)
     if row["error"]:

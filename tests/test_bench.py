@@ -1,19 +1,22 @@
-"""`zoo bench`: the rows and files, error rows, interrupted runs, FLOP units, bad input."""
+"""`zoo bench`: the rows and files, merging into them, error rows, interrupted runs, FLOP
+units, the peak MFU is a share of, timm's columns, the committed files, bad input."""
 
+import csv
 import json
 import os
+import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from zoo import bench
+from zoo import bench, benchfiles, peaks
 from zoo.cli import app
 
 runner = CliRunner()
@@ -27,16 +30,19 @@ def test_a_bench_writes_typed_rows_to_files_named_by_setting(tmp_path):
     torch_version = torch.__version__.split("+")[0]
     assert names[0].startswith(f"benchmark-infer-fp32-nhwc-pt{torch_version}-")
     assert {n.rsplit(".", 1)[1] for n in names} == {"csv", "json"} and len(names) == 4
-    rows, warnings = bench.load_bench_rows(tmp_path)
+    rows, warnings = benchfiles.load_bench_rows(tmp_path)
     assert warnings == [] and [r["mode"] for r in rows] == ["infer", "train"]
     for row in rows:
-        assert list(row) == list(bench.BENCH_COLUMNS)
+        assert list(row) == list(benchfiles.BENCH_COLUMNS)
         assert row["error"] is None and row["params"] == 211_690
         assert row["batch_size"] == row["batch_size_asked"] == 128 and not row["oom_retried"]
         assert row["images_per_second"] > 0 and row["latency_ms_median"] > 0
         assert row["latency_ms_p90"] >= row["latency_ms_median"] and row["timed_iterations"] >= 6
-        assert 0 < row["mfu"] < 5 and row["peak_tflops"] > 0
+        assert 0 < row["mfu"] <= 1 and row["peak_tflops"] >= row["matmul_tflops"] > 0
+        assert row["peak_source"] and row["measured_at"] and row["torch"] == torch.__version__
         assert row["input_shape"] == "1x28x28" and row["precision"] == "fp32"
+        assert row[f"{row['mode']}_samples_per_sec"] == row["images_per_second"]
+        assert row["param_count"] == pytest.approx(0.21169)
     infer, train = rows
     assert train["flops_per_image"] == pytest.approx(3 * infer["flops_per_image"], rel=0.1), (
         "a training step is about 3 forwards (forward + backward)"
@@ -48,7 +54,7 @@ def test_a_model_that_fails_is_an_error_row_and_the_others_go_on(tmp_path):
     args = ["bench", "baseline-cnn", "timm/mobilenetv3_small_100", "--img-size", "3"]
     result = runner.invoke(app, [*args, "--mode", "infer", *QUICK, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    failed, worked = bench.load_bench_rows(tmp_path)[0]
+    failed, worked = benchfiles.load_bench_rows(tmp_path)[0]
     assert (
         failed["model"] == "baseline-cnn"
         and failed["error"]
@@ -113,49 +119,16 @@ def test_fp16_amp_on_the_cpu_is_reported_as_not_applied(tmp_path):
     args = ["bench", "baseline-cnn", "--amp", "--mode", "infer", *QUICK, "--out", str(tmp_path)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "--amp ignored" in result.stderr
-    ((row,), _) = bench.load_bench_rows(tmp_path)
+    ((row,), _) = benchfiles.load_bench_rows(tmp_path)
     assert row["precision"] == "fp32"
 
 
 def test_a_malformed_bench_file_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "benchmark-infer-x.csv").write_text("model,speed\nfoo,fast\n")
     (tmp_path / "benchmark-train-y.csv").write_bytes(b"\xff\xfe\x00garbage")
-    rows, warnings = bench.load_bench_rows(tmp_path)
+    rows, warnings = benchfiles.load_bench_rows(tmp_path)
     assert rows == [] and len(warnings) == 2
     assert all("not a zoo bench file" in w for w in warnings)
-
-
-def test_ctrl_c_keeps_the_rows_measured_so_far(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    models = ["baseline-cnn", "wide-leaky-cnn", "timm/resnet18", "timm/resnet50"]
-    command = [
-        sys.executable,
-        "-m",
-        "zoo",
-        "bench",
-        *models,
-        "--mode",
-        "infer",
-        "--out",
-        str(tmp_path),
-    ]
-    proc = subprocess.Popen(
-        [*command, "--budget", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
-        # A shell's background job starts with SIGINT ignored, and children inherit that: give
-        # zoo the default disposition, as a terminal would, wherever pytest itself was started.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(tmp_path.glob("*.csv")):
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr.decode()
-    assert b"rows measured so far are in the bench files" in stderr
-    rows, warnings = bench.load_bench_rows(tmp_path)
-    assert not warnings and 1 <= len(rows) < len(models)
-    assert rows[0]["model"] == "baseline-cnn" and rows[0]["images_per_second"] > 0
 
 
 @pytest.mark.parametrize("retry", [True, False])
@@ -180,7 +153,7 @@ def test_out_of_memory_halves_the_batch_and_says_so(monkeypatch, retry):
         zoo.registry, "create_model", lambda *args, **kwargs: RunsOutAbove32(real(*args, **kwargs))
     )
     setting = bench.Setting(mode="infer", device="cpu", repeats=1, budget=0.1, retry=retry)
-    row = bench.measure_model("baseline-cnn", setting, peak=1e12)
+    row = bench.measure_model("baseline-cnn", setting)
     if retry:
         assert row["error"] == "" and row["oom_retried"]
         assert row["batch_size_asked"] == 128 and row["batch_size"] == 32
@@ -208,3 +181,391 @@ def test_the_independent_check_measures_both_ways_in_turn_and_writes_its_figures
     assert proc.returncode == (verdict == "FAIL")
     (line,) = [line for line in proc.stdout.splitlines() if line.startswith("baseline-cnn")]
     assert line.split()[-2:] == [f"{higher}/2", verdict]
+
+
+# ----------------------------------------------------------------------------- merging files
+
+COMMITTED = Path("results/bench")
+INFER_FP32 = "benchmark-infer-fp32-nhwc-pt2.14.1-amd-epyc"
+# What timm's benchmark.py writes with --bench both and a FLOP counter installed (its
+# infer_macts, fvcore's activation count, is the one column zoo does not count).
+TIMM_BENCHMARK_COLUMNS = [
+    "model", "infer_samples_per_sec", "infer_step_time", "infer_batch_size", "infer_img_size",
+    "infer_gmacs", "train_samples_per_sec", "train_step_time", "train_batch_size",
+    "train_img_size", "param_count",
+]  # fmt: skip
+
+
+def committed_copy(folder: Path) -> Path:
+    """The committed bench files, copied under the names a fp32 nhwc CPU bench writes on this
+    machine (the committed names where it is the committed files' machine)."""
+    from zoo.results import cpu_model
+
+    env = {"device_name": cpu_model(), "torch": torch.__version__}
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(COMMITTED.iterdir()):
+        _, mode, precision, layout, *_ = path.stem.split("-")
+        stem = benchfiles.bench_file_stem(mode, precision, layout, env)
+        shutil.copy(path, folder / f"{stem}{path.suffix}")
+    return folder
+
+
+def this_machines(folder: Path, mode: str = "infer", precision: str = "fp32") -> Path:
+    from zoo.results import cpu_model
+
+    env = {"device_name": cpu_model(), "torch": torch.__version__}
+    return folder / f"{benchfiles.bench_file_stem(mode, precision, 'nhwc', env)}.csv"
+
+
+def test_a_bench_replaces_its_models_rows_and_keeps_every_other_row(tmp_path):
+    """Issue 21: benching one model rewrote a 19-row file as 1 row. Now it merges: the model's
+    row is replaced where it stood (not duplicated), every other row and file is untouched."""
+    out = committed_copy(tmp_path / "bench")
+    before = {path: path.read_bytes() for path in out.iterdir()}
+    target = this_machines(out)
+    old, _ = benchfiles.read_bench_csv(target)
+    args = ["bench", "baseline-cnn", "--mode", "infer", "--device", "cpu", *QUICK]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    new, version = benchfiles.read_bench_csv(target)
+    assert version == benchfiles.SCHEMA_VERSION
+    assert [row["model"] for row in new] == [row["model"] for row in old]  # 19 rows, in place
+    for was, now in zip(old, new, strict=True):
+        if was["model"] == "baseline-cnn":
+            assert (
+                now["measured_at"] and now["images_per_second"] > 0 and was["measured_at"] is None
+            )
+        else:
+            assert now == was
+    for path, data in before.items():
+        if path.stem != target.stem:
+            assert path.read_bytes() == data, f"{path.name} changed"
+    header = json.loads(target.with_suffix(".json").read_text())
+    assert [run["measured_at"] for run in header["runs"]] == [None, new[0]["measured_at"]]
+    assert header["migrations"] and header["rows"] == new
+
+
+LAUNCHER = """
+import os, signal, sys
+from zoo import bench
+from zoo.cli import app
+
+write_merged = bench.write_merged
+
+def write_then_interrupt(*args, **kwargs):
+    write_merged(*args, **kwargs)
+    os.killpg(0, signal.SIGINT)  # a terminal's Ctrl-C, to the whole process group
+
+bench.write_merged = write_then_interrupt
+app(prog_name="zoo")
+"""
+
+
+def test_ctrl_c_after_the_first_row_keeps_it_and_every_row_not_measured(tmp_path):
+    """Ctrl-C right after the first row is written (injected there: not speed dependent): the
+    file holds that row and every committed row the run did not get to, nothing else changed."""
+    out = committed_copy(tmp_path / "bench")
+    target = this_machines(out)
+    old, _ = benchfiles.read_bench_csv(target)
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(LAUNCHER)
+    command = [sys.executable, str(launcher), "bench", "baseline-cnn", "wide-leaky-cnn"]
+    command += ["--mode", "infer", "--device", "cpu", *QUICK, "--out", str(out)]
+    proc = subprocess.run(
+        command, env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, timeout=600,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+        # A shell's background job starts with SIGINT ignored, and children inherit that: give
+        # zoo the default disposition, as a terminal would, wherever pytest itself was started.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr.decode()
+    assert b"rows measured so far are in the bench files" in proc.stderr
+    new, _ = benchfiles.read_bench_csv(target)
+    assert [row["model"] for row in new] == [row["model"] for row in old]
+    changed = [now["model"] for was, now in zip(old, new, strict=True) if now != was]
+    assert changed == ["baseline-cnn"] and new[0]["measured_at"] and new[0]["mfu"] <= 1
+    assert json.loads(target.with_suffix(".json").read_text())["rows"] == new
+
+
+def fake_row(model: str, setting, achieved: float) -> dict:
+    """A measured row without measuring (its achieved TFLOP/s given)."""
+    row = bench.new_row(model, setting) | bench.describe(model, setting)
+    row |= {"batch_size": row["batch_size_asked"], "params": 1000, "flops_per_image": 1e9}
+    row |= {"images_per_second": achieved * 1e3, "latency_ms_median": 1.0, "latency_ms_p90": 1.0}
+    row |= {"peak_memory_mb": 1.0, "achieved_tflops": achieved}
+    return row | benchfiles.timm_columns(row)
+
+
+@pytest.fixture
+def fake_measuring(monkeypatch):
+    """run_bench without child processes or matmuls: a 0.1 TFLOP/s instruction-set peak, a
+    0.09 matmul sweep, and rows whose achieved TFLOP/s the test sets in the returned dict."""
+    achieved = {}  # {model or (model, mode): achieved TFLOP/s}
+
+    def measure(model, setting):
+        return fake_row(model, setting, achieved.get((model, setting.mode), achieved.get(model)))
+
+    monkeypatch.setattr(bench, "measure_in_child", measure)
+    peak = peaks.Peak(1e11, "instruction set: 1 core x 1 GHz x 100 FLOP/cycle", 0.9e11)
+    monkeypatch.setattr(bench, "machine_peak", lambda *args, **kwargs: peak)
+    monkeypatch.setattr(peaks, "matmul_sweep", lambda *args, **kwargs: 0.95e11)
+    return achieved
+
+
+SETTING = dict(device="cpu", amp=False, amp_dtype="float16", repeats=1, budget=0.1)
+
+
+def test_a_row_that_outruns_the_peak_raises_it_for_every_row_of_the_run(tmp_path, fake_measuring):
+    """The last row (unet-small's training step) outruns the 0.1 TFLOP/s peak: the peak becomes
+    its 0.2, in every row of the run, the inference file's too."""
+    fake_measuring |= {"baseline-cnn": 0.05, "unet-small": 0.08, ("unet-small", "train"): 0.2}
+    notes = []
+    models, modes = ["baseline-cnn", "unet-small"], ("infer", "train")
+    rows = bench.run_bench(models, SETTING, modes, tmp_path, on_note=notes.append)
+    assert [row["mfu"] for row in rows] == pytest.approx([0.25, 0.4, 0.25, 1.0])
+    assert [row["peak_tflops"] for row in rows] == pytest.approx([0.2] * 4)
+    assert rows[0]["peak_source"].startswith("measured: the fastest row, unet-small train")
+    assert "instruction set peak (0.1 TFLOP/s) was outrun" in rows[0]["peak_source"]
+    assert rows[0]["matmul_tflops"] == pytest.approx(0.095) and len(notes) == 1
+    written, _ = benchfiles.load_bench_rows(tmp_path)
+    assert [row["mfu"] for row in written] == pytest.approx([0.25, 0.4, 0.25, 1.0])
+
+
+def legacy_file(path: Path, rows: list[dict], peak: float) -> Path:
+    """A schema-1 bench file (before 2026-12-01): its columns, its one measured matmul peak."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, benchfiles.LEGACY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row | {"peak_tflops": peak, "mfu": row["achieved_tflops"] / peak})
+    path.with_suffix(".json").write_text(json.dumps({"environment": {"torch": "2.14.1+cu130"}}))
+    return path
+
+
+def test_a_file_of_the_previous_schema_is_migrated_never_dropped(tmp_path, fake_measuring):
+    committed, _ = benchfiles.read_bench_csv(COMMITTED / f"{INFER_FP32}.csv")
+    rows = [
+        row | {"achieved_tflops": a} for row, a in zip(committed[:3], (0.3, 0.1, 0.12), strict=True)
+    ]
+    path = legacy_file(tmp_path / "old" / f"{INFER_FP32}.csv", rows, peak=0.2)
+    read, warnings = benchfiles.load_bench_rows(path.parent)  # readers migrate in memory
+    assert not warnings and [row["mfu"] for row in read] == pytest.approx([1.0, 1 / 3, 0.4])
+    assert read[0]["peak_source"].startswith("migrated: the fastest row of its bench run")
+    assert read[0]["infer_samples_per_sec"] == read[0]["images_per_second"]
+    assert read[0]["torch"] == "2.14.1+cu130" and read[0]["matmul_tflops"] == 0.2
+    # a bench into its folder migrates it, then merges: the three rows stay, one is replaced
+    out = tmp_path / "out"
+    legacy_file(this_machines(out), rows, peak=0.2)
+    fake_measuring["fcn"] = 0.05
+    bench.run_bench(["fcn"], SETTING, ("infer",), out)
+    merged, version = benchfiles.read_bench_csv(this_machines(out))
+    assert version == benchfiles.SCHEMA_VERSION and len(merged) == 3
+    assert [row["measured_at"] is None for row in merged] == [True, False, True]
+    header = json.loads(this_machines(out).with_suffix(".json").read_text())
+    assert header["migrations"][0]["from_schema"] == 1
+
+
+def test_a_garbage_bench_file_is_named_and_the_other_files_are_still_read(tmp_path):
+    shutil.copy(COMMITTED / f"{INFER_FP32}.csv", tmp_path / f"{INFER_FP32}.csv")
+    bad = dict.fromkeys(benchfiles.BENCH_COLUMNS) | {"model": "x", "mode": "infer"}
+    (tmp_path / "benchmark-infer-a.csv").write_text(
+        benchfiles.rows_csv([bad, bad | {"images_per_second": "fast"}])
+    )
+    short = benchfiles.rows_csv([bad]) + "baseline-cnn,classification\n"
+    (tmp_path / "benchmark-train-b.csv").write_text(short)
+    rows, warnings = benchfiles.load_bench_rows(tmp_path)
+    assert len(rows) == 19 and len(warnings) == 2
+    a, b = warnings
+    assert str(tmp_path / "benchmark-infer-a.csv") in a and "line 3 has images_per_second" in a
+    assert str(tmp_path / "benchmark-train-b.csv") in b and "line 3 has 2 cells" in b
+    assert all(w.count(". ") == 0 and w.endswith(".") for w in warnings)  # one sentence each
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("model,speed\nbaseline-cnn,fast\n", "not a zoo bench file of this version"),
+        (",".join(benchfiles.BENCH_COLUMNS) + "\nbaseline-cnn,oops\n", "line 2 has 2 cells"),
+    ],
+    ids=["other-columns", "garbage-row"],
+)
+def test_a_bench_stops_before_any_work_when_its_file_cannot_be_merged(
+    tmp_path, monkeypatch, content, message
+):
+    target = this_machines(tmp_path)
+    target.write_text(content)
+    monkeypatch.setattr(bench, "machine_peak", lambda *a, **k: pytest.fail("work started"))
+    args = ["bench", "baseline-cnn", "--mode", "infer", "--device", "cpu", "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Cannot add rows to {target}" in result.stderr and message in result.stderr
+    assert target.read_text() == content
+
+
+def test_the_committed_bench_files_are_current_and_no_row_is_above_100_percent():
+    paths = sorted(COMMITTED.glob("benchmark-*.csv"))
+    assert len(paths) == 4
+    for path in paths:
+        rows, version = benchfiles.read_bench_csv(path)
+        migrate = "run zoo.benchfiles.migrate_bench_folder"
+        assert version == benchfiles.SCHEMA_VERSION, f"{path}: {migrate}"
+        header = json.loads(path.with_suffix(".json").read_text())
+        assert header["schema_version"] == benchfiles.SCHEMA_VERSION and header["rows"] == rows
+        if any(row["measured_at"] is None for row in rows):  # rows of the 2026-11-28 run
+            assert header["migrations"][0]["how"] == benchfiles.MIGRATION_NOTE
+        for row in (row for row in rows if row["error"] is None):
+            assert 0 < row["mfu"] <= 1, f"{path.name} {row['model']}: MFU {row['mfu']:.1%}"
+            assert row["mfu"] == pytest.approx(row["achieved_tflops"] / row["peak_tflops"])
+            assert row["peak_source"] and row["matmul_tflops"] <= row["peak_tflops"]
+
+
+def test_a_zoo_bench_file_has_timms_columns_in_timms_units():
+    """A zoo bench CSV read as a timm benchmark.py CSV: its column set, in its units (samples/s,
+    ms per step, GMACs = FLOPs / 2 / 1e9, parameters in millions), beside zoo's own columns and
+    the environment of every row."""
+    for mode in ("infer", "train"):
+        path = COMMITTED / f"{INFER_FP32.replace('infer', mode, 1)}.csv"
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            assert set(TIMM_BENCHMARK_COLUMNS) <= set(reader.fieldnames)
+            rows = {row["model"]: row for row in reader}
+        resnet = rows["timm/resnet18"]
+        rate = float(resnet["images_per_second"])
+        assert float(resnet[f"{mode}_samples_per_sec"]) == rate
+        assert float(resnet[f"{mode}_step_time"]) == pytest.approx(1000 * 128 / rate)
+        assert int(resnet[f"{mode}_batch_size"]) == 128 and int(resnet[f"{mode}_img_size"]) == 28
+        assert float(resnet["param_count"]) == pytest.approx(11.18, abs=0.005)
+        other = "train" if mode == "infer" else "infer"
+        assert resnet[f"{other}_samples_per_sec"] == resnet[f"{other}_step_time"] == ""
+        if mode == "infer":
+            gmacs = float(resnet["flops_per_image"]) / 2 / 1e9
+            assert float(resnet["infer_gmacs"]) == pytest.approx(gmacs)
+        for row in rows.values():
+            for column in ("device_name", "torch", "precision", "memory_format", "compiled"):
+                assert row[column], f"{path.name} {row['model']}: no {column}"
+
+
+# ----------------------------------------------------------------------------- the peak
+
+ZEN3 = """processor\t: {n}
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+cpu MHz\t\t: 2445.404
+physical id\t: 0
+core id\t\t: {n}
+flags\t\t: fpu sse sse2 fma avx avx2
+"""
+
+
+def test_the_cpu_peak_is_cores_times_clock_times_flops_per_cycle(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("\n".join(ZEN3.format(n=n) for n in range(2)))
+    monkeypatch.setattr(peaks, "CPUFREQ_MAX", tmp_path / "no-cpufreq")
+    flops, source = peaks.cpu_rated_peak("fp32", 2, cpuinfo)
+    assert flops == pytest.approx(2 * 2.445404e9 * 32)
+    assert source.startswith("instruction set: 2 cores x 2.445 GHz ('cpu MHz' in /proc/cpuinfo)")
+    assert "Zen 3" in source
+    assert peaks.cpu_rated_peak("fp32", 1, cpuinfo)[0] == pytest.approx(flops / 2)
+    assert peaks.cpu_rated_peak("bf16", 2, cpuinfo) is None  # no native bf16 on Zen 3
+    (tmp_path / "cpufreq").write_text("3500000\n")  # kHz: the boost clock, where it is known
+    monkeypatch.setattr(peaks, "CPUFREQ_MAX", tmp_path / "cpufreq")
+    assert peaks.cpu_rated_peak("fp32", 2, cpuinfo)[0] == pytest.approx(2 * 3.5e9 * 32)
+    for other in ("GenuineIntel", "HygonGenuine"):
+        cpuinfo.write_text(ZEN3.format(n=0).replace("AuthenticAMD", other))
+        assert peaks.cpu_rated_peak("fp32", 2, cpuinfo) is None
+    cpuinfo.write_text(ZEN3.format(n=0).replace("cpu family\t: 25", "cpu family\t: 26"))
+    assert peaks.cpu_rated_peak("fp32", 2, cpuinfo) is None  # Zen 5: datapath differs by part
+
+
+@pytest.mark.parametrize(
+    "name, precision, tf32, tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", True, 989.4),
+        ("NVIDIA H100 PCIe", "fp16", True, 756.0),
+        ("NVIDIA H200", "bf16", True, 989.4),
+        ("NVIDIA H200 NVL", "bf16", True, 835.5),
+        ("NVIDIA A100-SXM4-80GB", "fp32", True, 156.0),
+        ("NVIDIA A100-SXM4-80GB", "fp32", False, 19.5),
+        ("NVIDIA A10", "bf16", True, 125.0),
+        ("NVIDIA A10G", "bf16", True, None),
+        ("NVIDIA L4", "fp16", True, 121.0),
+        ("NVIDIA L40S", "bf16", True, 362.05),
+        ("NVIDIA GeForce RTX 4090", "bf16", True, 165.2),
+        ("Tesla T4", "fp16", True, 65.0),
+        ("Tesla T4", "bf16", True, None),
+        ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "bf16", True, None),
+    ],
+)
+def test_a_gpus_peak_is_its_datasheets_dense_figure(name, precision, tf32, tflops):
+    found = peaks.gpu_rated_peak(name, precision, tf32)
+    assert (found and found[0] / 1e12) == (tflops and pytest.approx(tflops))
+    if found:
+        assert found[1].startswith("datasheet: ")
+
+
+def test_the_peak_is_the_rated_figure_unless_the_matmul_sweep_beats_it(monkeypatch):
+    device, precision = torch.device("cpu"), bench_precision()
+    monkeypatch.setattr(peaks, "matmul_sweep", lambda *args, **kwargs: 5e10)
+    monkeypatch.setattr(peaks, "rated_peak", lambda *args: (8e10, "instruction set: x"))
+    assert peaks.machine_peak(device, precision) == peaks.Peak(8e10, "instruction set: x", 5e10)
+    monkeypatch.setattr(peaks, "rated_peak", lambda *args: (4e10, "instruction set: x"))
+    peak = peaks.machine_peak(device, precision)
+    assert peak.flops == 5e10 and peak.source.startswith("measured: the best matmul")
+    assert "above the instruction set: x, 0.04 TFLOP/s" in peak.source
+
+
+def bench_precision():
+    from zoo.runtime import resolve_precision
+
+    return resolve_precision(torch.device("cpu"), False, "float16")
+
+
+# ----------------------------------------------------------------------------- the CLI's parts
+
+
+def test_select_models_checks_the_selection_before_any_work():
+    from zoo.errors import ZooError
+    from zoo.registry import list_models
+
+    assert bench.select_models(["unet", "fcn", "unet"], False, None, None) == ["unet", "fcn"]
+    assert bench.select_models(None, True, "segmentation", None) == list_models("*", "segmentation")
+    assert bench.select_models(None, True, None, "fashion-mnist") == list_models(
+        "*", "classification"
+    )
+    assert bench.select_models(None, True, None, None) == list_models("*")
+    bad = [
+        ((None, False, None, None), "Name the models to bench, or pass --all"),
+        ((["fcn"], True, None, None), "Name the models to bench, or pass --all"),
+        ((["baselin-cnn"], False, None, None), "Did you mean 'baseline-cnn'"),
+        ((["fcn"], False, "segmentation", None), "--task only filters --all"),
+        ((None, True, "segmentation", "fashion-mnist"), "is a classification dataset"),
+        ((["baseline-cnn"], False, None, "mini-facade"), "pick a classification dataset"),
+    ]
+    for args, message in bad:
+        with pytest.raises(ZooError, match=re.escape(message)):
+            bench.select_models(*args)
+
+
+def test_the_result_table_fits_80_columns_and_never_cuts_a_number_or_a_name():
+    from rich.console import Console
+
+    rows = [row for row in benchfiles.load_bench_rows(COMMITTED)[0] if row["precision"] == "fp32"]
+    failed = rows[:1] + [rows[1] | {"error": "RuntimeError: " + "too small " * 12}]
+    for shown in (rows, [r for r in rows if r["mode"] == "infer"], failed):
+        console = Console(width=80, record=True)
+        console.print(bench.result_table(shown, "zoo bench (fp32)"))
+        text = console.export_text()
+        lines = text.splitlines()
+        assert max(map(len, lines)) <= 80 and "…" not in text
+        for row in shown:  # its figures whole, on its own line
+            cells = bench.result_cells(row)
+            found = [line for line in lines if f" {row['model']} " in line]
+            assert found, f"{row['model']} is cut"
+            if not row["error"]:
+                rate, mfu = f" {cells['img/s']} ", f" {cells['MFU']} "
+                assert any(rate in line and mfu in line for line in found)
+        header = next(line for line in lines if " model " in line)
+        assert (" error " in header) == (shown is failed)

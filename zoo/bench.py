@@ -9,116 +9,30 @@ is every iteration's time, summarised by its median, p90, p99 and IQR. Each mode
 fresh process, so one model's memory state cannot change the next one's numbers; a model that
 fails becomes an error row.
 
-    BENCH_COLUMNS, bench_file_stem, load_bench_rows     the row schema and its files
+The rows are merged into the bench files (zoo/benchfiles.py: the schema, merging, migrating).
+FLOP utilisation is a share of a peak that no kernel exceeds (zoo/peaks.py).
+
     measure_model                                       one model, one mode (in a child process)
-    run_bench                                           the models, each in its own process
+    select_models, run_bench, result_table              what `zoo bench` calls
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-# One row per model and mode. FLOPs = 2 x multiply-adds (timm and torchvision print MACs).
-BENCH_COLUMNS = {
-    "model": str,
-    "task": str,
-    "dataset": str,
-    "mode": str,  # infer | train
-    "device": str,
-    "device_name": str,
-    "precision": str,  # what ran: fp32 | fp16 | bf16
-    "memory_format": str,  # nchw | nhwc
-    "compiled": bool,
-    "batch_size_asked": int,
-    "batch_size": int,  # used, after any out-of-memory halving
-    "oom_retried": bool,
-    "input_shape": str,  # C x H x W
-    "params": int,
-    "flops_per_image": float,  # forward (infer) or forward + backward (train)
-    "images_per_second": float,  # sustained: median over the repeats of images / time
-    "latency_ms_median": float,  # per batch
-    "latency_ms_p90": float,
-    "latency_ms_p99": float,
-    "latency_ms_iqr": float,
-    "timed_iterations": int,
-    "repeats": int,
-    "peak_memory_mb": float,  # CUDA max allocated; CPU: peak RSS growth of the process
-    "peak_reserved_mb": float,  # CUDA max reserved
-    "achieved_tflops": float,
-    "peak_tflops": float,  # the machine's matmul peak in the same dtype, measured
-    "mfu": float,  # achieved / peak
-    "compile_seconds": float,
-    "error": str,  # empty, or why this model/setting has no figures
-}
-
-
-def bench_file_stem(mode: str, precision: str, memory_format: str, environment: dict) -> str:
-    """timm's naming: benchmark-<mode>-<precision>-<memory format>-pt<torch>-<device>."""
-    device = environment.get("cuda_slug") or environment["device_name"]
-    device = re.sub(r"[^a-z0-9.]+", "-", device.lower()).strip("-")
-    torch_version = environment["torch"].split("+")[0]
-    return f"benchmark-{mode}-{precision}-{memory_format}-pt{torch_version}-{device}"
-
-
-def parse_cell(kind: type, text: str):
-    if text == "":
-        return None
-    if kind is bool:
-        if text not in ("True", "False", "true", "false"):
-            raise ValueError(f"not a boolean: {text!r}")
-        return text.lower() == "true"
-    return kind(text)
-
-
-def rows_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(BENCH_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in BENCH_COLUMNS})
-    return buffer.getvalue()
-
-
-def read_bench_csv(path: Path) -> list[dict]:
-    """The typed rows of one bench CSV; ValueError when it is not one."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or list(reader.fieldnames)[: len(BENCH_COLUMNS)] != list(
-            BENCH_COLUMNS
-        ):
-            raise ValueError("its columns are not zoo bench's")
-        return [
-            {name: parse_cell(kind, row[name] or "") for name, kind in BENCH_COLUMNS.items()}
-            for row in reader
-        ]
-
-
-def load_bench_rows(folder: str | Path) -> tuple[list[dict], list[str]]:
-    """Every bench row in `folder`'s benchmark-*.csv files (searched recursively), and one
-    warning per file that is not a zoo bench file (skipped)."""
-    folder = Path(folder)
-    rows, warnings = [], []
-    for path in sorted(folder.rglob("benchmark-*.csv")):
-        try:
-            rows += read_bench_csv(path)
-        except (ValueError, OSError, csv.Error, UnicodeDecodeError, TypeError) as error:
-            warnings.append(f"Skipped {path}: not a zoo bench file ({error}).")
-    return rows, warnings
-
-
-def write_rows(folder: Path, stem: str, rows: list[dict], header: dict) -> None:
-    """The CSV and the JSON (with the environment and the measured peak) of one bench file,
-    each written atomically, so an interrupted bench leaves the rows measured so far."""
-    from zoo.results import atomic_write_bytes, write_json
-
-    atomic_write_bytes(folder / f"{stem}.csv", rows_csv(rows).encode())
-    write_json(folder / f"{stem}.json", {**header, "rows": rows})
-
+from zoo.benchfiles import (
+    BENCH_COLUMNS,
+    bench_file_stem,
+    migrate_bench_folder,
+    read_bench_file,
+    timm_columns,
+    write_merged,
+)
+from zoo.errors import ZooError
+from zoo.peaks import apply_peak, cpu_identity, machine_peak, outruns, raise_peak
 
 # ----------------------------------------------------------------------------- measuring
 
@@ -177,30 +91,6 @@ def count_flops(step, *args) -> float:
     return float(counter.get_total_flops())
 
 
-def peak_flops(device, precision, seconds: float = 2.0) -> float:
-    """The machine's matmul throughput in the setting's dtype (FLOP/s), measured: the peak that
-    model FLOP utilisation is a share of."""
-    import time
-
-    import torch
-
-    from zoo.runtime import synchronize
-
-    side = 4096 if device.type == "cuda" else 2048
-    dtype = precision.autocast_dtype or torch.float32
-    a = torch.randn(side, side, device=device, dtype=dtype)
-    b = torch.randn(side, side, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or count < 3:
-        a @ b
-        count += 1
-    synchronize(device)
-    return 2 * side**3 * count / (time.perf_counter() - start)
-
-
 def summarize(repeats: list[list[float]], batch: int) -> dict:
     """The row's figures from each repeat's iteration times (seconds). Throughput is each
     repeat's images over its time, the median of the repeats: what a run of many steps gets,
@@ -225,51 +115,75 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure_model(model_name: str, setting: Setting, peak: float) -> dict:
-    """One row: `model_name` in `setting`, in this process (a fresh one: `run_bench` starts
-    one per model and mode). Exceptions become the row's `error`."""
+def new_row(model_name: str, setting: Setting) -> dict:
     row = dict.fromkeys(BENCH_COLUMNS)
     row.update(model=model_name, mode=setting.mode, device=setting.device, error="")
-    try:
-        measure_into(row, model_name, setting, peak)
-    except Exception as error:  # a model that fails is a row saying why, never a crash
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        row["error"] = f"{type(error).__name__}: {first_line}"[:300]
     return row
 
 
-def measure_into(row: dict, model_name: str, setting: Setting, peak: float) -> None:
+def describe(model_name: str, setting: Setting) -> dict:
+    """The row's what-and-where columns (task, dataset, device name, torch, precision, memory
+    format, compiled, batch asked, input shape), known before anything is measured."""
+    import torch
+
+    from zoo.config import TASK_DEFAULTS
+    from zoo.data.base import get_dataset_info
+    from zoo.registry import get_model_entry
+    from zoo.results import cpu_model
+    from zoo.runtime import resolve_device, resolve_precision
+
+    entry = get_model_entry(model_name)
+    info = get_dataset_info(setting.dataset or entry.dataset)
+    device = resolve_device(setting.device)
+    height, width = (setting.img_size,) * 2 if setting.img_size else info.image_size
+    return {
+        "task": entry.task,
+        "dataset": info.name,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "torch": torch.__version__,
+        "precision": resolve_precision(device, setting.amp, setting.amp_dtype).label,
+        "memory_format": "nhwc" if setting.channels_last else "nchw",
+        "compiled": setting.compile,
+        "batch_size_asked": setting.batch_size or TASK_DEFAULTS[entry.task]["batch_size"],
+        "oom_retried": False,
+        "input_shape": f"{info.in_chans}x{height}x{width}",
+        "repeats": setting.repeats,
+    }
+
+
+def measure_model(model_name: str, setting: Setting) -> dict:
+    """One row: `model_name` in `setting`, in this process (a fresh one: `run_bench` starts
+    one per model and mode, and sets the peak columns). Exceptions become the row's `error`."""
+    row = new_row(model_name, setting)
+    try:
+        row.update(describe(model_name, setting))
+        measure_into(row, model_name, setting)
+    except Exception as error:  # a model that fails is a row saying why, never a crash
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        row["error"] = f"{type(error).__name__}: {first_line}"[:300]
+    row.update(timm_columns(row))
+    return row
+
+
+def measure_into(row: dict, model_name: str, setting: Setting) -> None:
     import resource
     import time
 
     import torch
 
-    from zoo.config import TASK_DEFAULTS, TrainConfig
+    from zoo.config import TrainConfig
     from zoo.data.base import get_dataset_info
     from zoo.registry import create_model, get_model_entry
-    from zoo.results import cpu_model
-    from zoo.runtime import (
-        autocast,
-        place_model,
-        resolve_device,
-        resolve_precision,
-        synchronize,
-    )  # fmt: skip
+    from zoo.runtime import autocast, place_model, resolve_device, resolve_precision, synchronize
     from zoo.train import compute_loss, make_trainer, train_step
 
     entry = get_model_entry(model_name)
-    info = get_dataset_info(setting.dataset or entry.dataset)
+    info = get_dataset_info(row["dataset"])
     device = resolve_device(setting.device)
     precision = resolve_precision(device, setting.amp, setting.amp_dtype)
-    height, width = (setting.img_size,) * 2 if setting.img_size else info.image_size
-    batch = setting.batch_size or TASK_DEFAULTS[entry.task]["batch_size"]
+    _, height, width = map(int, row["input_shape"].split("x"))
+    batch = row["batch_size_asked"]
     layout = torch.channels_last if setting.channels_last else torch.contiguous_format
-    row.update(
-        task=entry.task, dataset=info.name, precision=precision.label, compiled=setting.compile,
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-        memory_format="nhwc" if setting.channels_last else "nchw", batch_size_asked=batch,
-        input_shape=f"{info.in_chans}x{height}x{width}", repeats=setting.repeats, oom_retried=False,
-    )  # fmt: skip
     torch.manual_seed(0)
     model = place_model(
         create_model(model_name, num_classes=info.num_classes, in_chans=info.in_chans),
@@ -360,8 +274,6 @@ def measure_into(row: dict, model_name: str, setting: Setting, peak: float) -> N
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         row["peak_memory_mb"] = max(0.0, peak_rss - before_rss)
     row["achieved_tflops"] = row["flops_per_image"] * row["images_per_second"] / 1e12
-    row["peak_tflops"] = peak / 1e12
-    row["mfu"] = row["achieved_tflops"] / row["peak_tflops"]
 
 
 def child_main() -> None:
@@ -374,15 +286,37 @@ def child_main() -> None:
         import torch
 
         torch.set_num_threads(torch_threads)
-    row = measure_model(spec["model"], Setting(**spec["setting"]), spec["peak"])
+    row = measure_model(spec["model"], Setting(**spec["setting"]))
     print(json.dumps(row), flush=True)
+
+
+def measure_in_child(model_name: str, setting: Setting) -> dict:
+    """`measure_model` in a fresh process; a process that dies (killed, out of memory, ...)
+    is an error row saying so."""
+    import contextlib
+    import subprocess
+    import sys
+
+    spec = {"model": model_name, "setting": setting.__dict__}
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.bench", json.dumps(spec)], capture_output=True, text=True
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    row = new_row(model_name, setting)
+    with contextlib.suppress(Exception):  # what it can say without the model
+        row.update(describe(model_name, setting))
+    tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    row["error"] = f"the benchmark process failed: {tail}"[:300]
+    return row | timm_columns(row)
 
 
 # ----------------------------------------------------------------------------- a bench run
 
 
-def bench_environment(device, precision, setting: Setting, peak: float) -> dict:
-    """What the bench files say about where they were measured."""
+def bench_environment(device, precision, setting: Setting) -> dict:
+    """What the bench files say about where a bench run measured."""
     import os
 
     import torch
@@ -391,13 +325,13 @@ def bench_environment(device, precision, setting: Setting, peak: float) -> dict:
 
     env = environment(device)
     env |= {
+        "cpu_id": cpu_identity(),
         "dtype": str(precision.autocast_dtype or torch.float32).removeprefix("torch."),
         "memory_format": "nhwc" if setting.channels_last else "nchw",
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "peak_tflops": peak / 1e12,
         "inputs": "synthetic, already on the device (data loading is not measured)",
         "images_per_second": "sustained: median over the repeats of images / time",
     }
@@ -406,46 +340,159 @@ def bench_environment(device, precision, setting: Setting, peak: float) -> dict:
     return env
 
 
-def run_bench(
-    models: list[str], setting_args: dict, modes: tuple[str, ...], out: Path, on_row=None
-):
-    """Measure `models` in each mode, each model and mode in a fresh process, appending rows to
-    the bench files in `out` as they come (an interrupted run keeps them). Returns the rows."""
-    import subprocess
-    import sys
+def select_models(
+    models: list[str] | None, all_models: bool, task: str | None, dataset: str | None
+) -> list[str]:
+    """The registry names `zoo bench` measures: `models` (duplicates dropped) or, with
+    `all_models`, every registered model (of `task`, or of `dataset`'s task, when given); a
+    ZooError for a bad combination or an unknown name (with close matches), before any work."""
+    from zoo.registry import get_model_entry, list_models
 
+    task = getattr(task, "value", task)  # the CLI's TaskName enum or a plain string
+    if all_models == bool(models):
+        raise ZooError("Name the models to bench, or pass --all (not both).")
+    if dataset is not None:
+        from zoo.data import get_dataset_info
+
+        dataset_task = get_dataset_info(dataset).task
+        if task is not None and task != dataset_task:
+            raise ZooError(
+                f"--dataset {dataset} is a {dataset_task} dataset but --task is {task}; drop one."
+            )
+        task = dataset_task if all_models else task
+    if all_models:
+        return list_models("*", task)
+    if task is not None:
+        raise ZooError("--task only filters --all; drop it, or pass --all instead of names.")
+    names = list(dict.fromkeys(models))
+    for name in names:
+        entry = get_model_entry(name)  # an unknown name: one sentence with close matches
+        if dataset is not None and entry.task != dataset_task:
+            raise ZooError(
+                f"{name} is a {entry.task} model and --dataset {dataset} a {dataset_task} "
+                f"dataset; pick a {entry.task} dataset or leave --dataset out."
+            )
+    return names
+
+
+def run_bench(
+    models: list[str],
+    setting_args: dict,
+    modes: tuple[str, ...],
+    out: Path,
+    on_row=None,
+    on_note=None,
+) -> list[dict]:
+    """Measure `models` in each mode, each model and mode in a fresh process, merging the rows
+    into the bench files in `out` as they come (an interrupted run keeps them, and every row
+    it did not measure). Before any work: schema-1 files in `out` are migrated, and a file in
+    the way that cannot be merged into is a ZooError naming it. `on_row(row)` after each row,
+    `on_note(text)` for a migrated file or a raised peak. Returns this run's rows."""
     from zoo.runtime import resolve_device, resolve_precision
 
+    out = Path(out)
     device = resolve_device(setting_args["device"])
     precision = resolve_precision(device, setting_args["amp"], setting_args["amp_dtype"])
     first = Setting(mode=modes[0], **setting_args)
-    peak = peak_flops(device, precision, seconds=max(0.5, min(2.0, first.budget)))
-    env = bench_environment(device, precision, first, peak)
-    everything = []
+    env = bench_environment(device, precision, first)
+    stems = {
+        mode: bench_file_stem(mode, precision.label, env["memory_format"], env) for mode in modes
+    }
+    for path in migrate_bench_folder(out):
+        if on_note is not None:
+            on_note(f"Migrated {path} to the current bench columns (nothing measured again).")
+    for stem in stems.values():
+        read_bench_file(out, stem)  # a file it cannot merge into: a ZooError naming it
+    seconds = max(0.5, min(2.0, first.budget))
+    peak = machine_peak(device, precision, seconds)
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run = {"measured_at": stamp, "environment": env, "setting": setting_args,
+           "models": list(models)} | peak.columns()  # fmt: skip
+    measured: dict[str, list[dict]] = {mode: [] for mode in modes}
+    everything: list[dict] = []
     for mode in modes:
         setting = Setting(mode=mode, **setting_args)
-        stem = bench_file_stem(mode, precision.label, env["memory_format"], env)
-        header = {"environment": env, "setting": setting.__dict__, "peak_tflops": peak / 1e12}
-        rows: list[dict] = []
         for model in models:
-            spec = {"model": model, "setting": setting.__dict__, "peak": peak}
-            proc = subprocess.run(
-                [sys.executable, "-m", "zoo.bench", json.dumps(spec)],
-                capture_output=True, text=True,
-            )  # fmt: skip
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-            if proc.returncode == 0 and lines:
-                row = json.loads(lines[-1])
-            else:  # the process itself died (killed, out of memory, ...)
-                row = dict.fromkeys(BENCH_COLUMNS) | {"model": model, "mode": mode}
-                tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-                row["error"] = f"the benchmark process failed: {tail}"[:300]
-            rows.append(row)
+            row = measure_in_child(model, setting) | {"measured_at": stamp}
+            raised = outruns(row, peak)
+            if raised:  # every row of this run gets the new peak, in both modes' files
+                peak = raise_peak(peak, row, device, precision, seconds)
+                run |= peak.columns()
+                for earlier in everything:
+                    apply_peak(earlier, peak)
+                if on_note is not None:
+                    on_note(f"Peak raised to {peak.flops / 1e12:.4g} TFLOP/s ({peak.source}).")
+            apply_peak(row, peak)
+            measured[mode].append(row)
             everything.append(row)
-            write_rows(Path(out), stem, rows, header)
+            for written, rows in measured.items():
+                if rows and (written == mode or raised):
+                    write_merged(out, stems[written], rows, run)
             if on_row is not None:
                 on_row(row)
     return everything
+
+
+RESULT_COLUMNS = ("mode", "model", "batch", "img/s", "ms/batch", "p90 ms", "peak MB",
+                  "GFLOP/img", "MFU")  # fmt: skip
+DROPPED_FIRST = ("p90 ms", "peak MB", "GFLOP/img", "batch", "ms/batch")  # until the table fits
+MIN_ERROR_WIDTH = 20
+
+
+def result_cells(row: dict) -> dict[str, str]:
+    """A row's cells in `result_table` (empty where it has no figures)."""
+    cells = {"mode": row["mode"], "model": row["model"], "batch": str(row.get("batch_size") or "")}
+    if row.get("error") or row.get("images_per_second") is None:
+        return cells
+    return cells | {
+        "img/s": f"{row['images_per_second']:,.1f}",
+        "ms/batch": f"{row['latency_ms_median']:,.2f}",
+        "p90 ms": f"{row['latency_ms_p90']:,.2f}",
+        "peak MB": f"{row['peak_memory_mb']:,.0f}" if row["peak_memory_mb"] is not None else "",
+        "GFLOP/img": f"{row['flops_per_image'] / 1e9:.3f}",
+        "MFU": f"{100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "",
+    }
+
+
+def result_table(rows: list[dict], title: str, width: int = 80):
+    """`zoo bench`'s table of `rows`, at most `width` columns wide: numbers and model names
+    never wrap or get cut; columns are left out until it fits (DROPPED_FIRST), the mode column
+    when every row has the same mode (the title says it). The error column is there only when
+    a row has an error, and its text wraps in the room left."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cells = [result_cells(row) | {"error": row.get("error") or ""} for row in rows]
+    modes = sorted({row["mode"] for row in rows})
+    columns = [name for name in RESULT_COLUMNS if name != "mode" or len(modes) > 1]
+    title = f"{title}, {modes[0]}" if len(modes) == 1 else title
+    errors = any(row["error"] for row in cells)
+
+    def build(names: list[str], error_width: int | None = None) -> Table:
+        table = Table(title=title)
+        for name in names:
+            justify = "left" if name in ("mode", "model") else "right"
+            table.add_column(name, justify=justify, no_wrap=True)
+        if error_width is not None:
+            table.add_column("error", overflow="fold", max_width=error_width)
+        shown = [*names, "error"] if error_width is not None else names
+        for row in cells:
+            table.add_row(*(row.get(name, "") for name in shown))
+        return table
+
+    for name in ("", *DROPPED_FIRST):
+        if name in columns:
+            columns.remove(name)
+        used = Console(width=10_000).measure(build(columns)).maximum
+        room = width - used - 3  # the error column's border and padding
+        if (room >= MIN_ERROR_WIDTH) if errors else (used <= width):
+            break
+    table = build(columns, max(room, MIN_ERROR_WIDTH) if errors else None)
+    peaks = {(row["peak_tflops"], row["peak_source"]) for row in rows if row.get("mfu") is not None}
+    if len(peaks) == 1:
+        peak, source = peaks.pop()
+        table.caption = f"MFU: a share of {peak:.4g} TFLOP/s ({source})"
+    return table
 
 
 if __name__ == "__main__":
