@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import io
 import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -231,10 +232,59 @@ def test_train_with_seeds_makes_one_run_per_seed_that_compare_groups(tiny_root, 
     result = runner.invoke(app, [*args, "--out", str(tmp_path), "--seeds", "0,1"])
     assert result.exit_code == 0, result.output
     (row,) = comparing.compare(tmp_path).rows["fashion-mnist"]
-    assert row.n == 2 and row.seeds == [0, 1] and row.std("test", "accuracy") is not None
+    assert row.n == 2 and row.seeds == [0, 1]
+    first, second = ([(r["train_loss"], r["val_loss"]) for r in run.history] for run in row.runs)
+    assert first != second, "each seed trains its own run, not the same one twice"
+    accuracies = [run.test["accuracy"] for run in row.runs]
+    assert row.mean("test", "accuracy") == pytest.approx(statistics.fmean(accuracies))
+    assert row.std("test", "accuracy") == pytest.approx(statistics.stdev(accuracies))
     for bad, message in ((["--seeds", "0,1", "--seed", "3"], "drop --seed"),
                          (["--seeds", "a,b"], "comma-separated integers"),
                          (["--seeds", "1,1"], "distinct seeds")):  # fmt: skip
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), *bad])
         assert result.exit_code == 1 and message in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+class Scored:
+    """A run as Row.values reads it: a test accuracy and nothing else."""
+
+    def __init__(self, accuracy: float):
+        self.test = {"accuracy": accuracy}
+
+    def score(self, split: str, name: str):
+        return self.test[name] if split == "test" else None
+
+
+def row_of(*accuracies: float, baseline=None) -> comparing.Row:
+    runs = [Scored(accuracy) for accuracy in accuracies]
+    return comparing.Row("d", "classification", "m", "defaults", runs, baseline=baseline)
+
+
+@pytest.mark.parametrize(
+    "mine,theirs,exceeds",
+    [
+        ((0.90, 0.91, 0.92), (0.86, 0.89, 0.92), False),  # +0.02, spreads 0.01 and 0.03
+        ((0.86, 0.89, 0.92), (0.86, 0.87, 0.88), False),  # +0.02, spreads 0.03 and 0.01
+        ((0.935, 0.94, 0.945), (0.86, 0.89, 0.92), True),  # +0.05, spreads 0.005 and 0.03
+        ((0.91, 0.94, 0.97), (0.88, 0.89, 0.90), True),  # +0.05, spreads 0.03 and 0.01
+        ((0.86, 0.87, 0.88), (0.90, 0.93, 0.96), True),  # -0.06, spreads 0.01 and 0.03
+    ],
+)
+def test_a_difference_exceeds_the_seed_spread_only_above_the_larger_spread(mine, theirs, exceeds):
+    """A difference between the two rows' spreads is within the noisier one's noise, whichever
+    side that is; only one above both counts."""
+    versus = row_of(*mine, baseline=row_of(*theirs)).versus_baseline()
+    spreads = (statistics.stdev(mine), statistics.stdev(theirs))
+    assert versus["difference"] == pytest.approx(statistics.fmean(mine) - statistics.fmean(theirs))
+    assert versus["spread"] == pytest.approx(max(spreads))
+    assert versus["exceeds_spread"] is exceeds
+
+
+def test_the_spread_of_a_single_run_row_is_the_other_rows():
+    one_run = row_of(0.95, baseline=row_of(0.86, 0.89, 0.92)).versus_baseline()
+    assert one_run["spread"] == pytest.approx(0.03) and one_run["exceeds_spread"] is True
+    inside = row_of(0.91, baseline=row_of(0.86, 0.89, 0.92)).versus_baseline()  # +0.02 < 0.03
+    assert inside["exceeds_spread"] is False
+    lone = row_of(0.95, baseline=row_of(0.90)).versus_baseline()  # no spread on either side
+    assert lone["spread"] is None and lone["exceeds_spread"] is False and lone["p_value"] is None

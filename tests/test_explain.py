@@ -106,19 +106,90 @@ def test_segmentation_attributions_explain_one_class_over_a_region(facade_root, 
     assert out.shape == (4, 5)
 
 
+class BrightOrDark(torch.nn.Module):
+    """A classifier whose evidence is known: class 0 is the mean of the bright pixels, class 1
+    of the dark ones, through one stride-2 conv layer (channel 0 sees bright, 1 sees dark)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 2, stride=2, bias=False)
+        with torch.no_grad():
+            self.conv.weight[0].fill_(0.25)
+            self.conv.weight[1].fill_(-0.25)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).mean((2, 3))
+
+
+def test_gradcam_peaks_where_the_evidence_for_the_class_is():
+    image = torch.zeros(1, 1, 28, 28)
+    image[..., 2:8, 2:8] = 3.0  # the bright square: evidence for class 0
+    image[..., 18:24, 16:26] = -3.0  # the dark one: class 1
+    model = BrightOrDark()
+    images = image.repeat(2, 1, 1, 1)
+    maps = explain.attributions(model, images, [0, 1], model.conv, ("gradcam",))["gradcam"]
+    assert maps.shape == (2, 28, 28), "upsampled from the layer's 14x14 to the input"
+    bright, dark = maps[:, 2:8, 2:8], maps[:, 18:24, 16:26]
+    peak = [divmod(int(m.argmax()), 28) for m in maps]
+    assert 2 <= peak[0][0] < 8 and 2 <= peak[0][1] < 8, "class 0: in the bright square"
+    assert 18 <= peak[1][0] < 24 and 16 <= peak[1][1] < 26, "class 1: in the dark square"
+    assert bright[0].min() > 0 and dark[0].max() == 0 and maps[0, 12:16].max() == 0
+    assert dark[1].min() > 0 and bright[1].max() == 0 and maps[1, 12:16].max() == 0
+
+
+def test_the_default_layer_of_a_classifier_keeps_a_spatial_map():
+    """timm MobileNetV3's last conv layer (conv_head) follows global pooling: 1x1, one flat value
+    over the image. The default is the last one before it."""
+    from zoo.registry import create_model
+
+    model = create_model("timm/mobilenetv3_small_100").eval()
+    sample = torch.zeros(1, 1, 28, 28)
+    assert explain.conv_layers(model)[-1] == "model.conv_head"
+    name, _ = explain.find_layer(model, None, sample=sample)
+    assert name == "model.blocks.5.0.conv"
+    assert explain.find_layer(model, "model.conv_head", sample=sample)[0] == "model.conv_head"
+
+
 @pytest.mark.parametrize(
     "model,root_fixture",
     [("timm/mobilenetv3_small_100", "tiny_root"), ("smp/unet-resnet18", "facade_root")],
 )
-def test_gradcam_works_for_timm_and_smp_models(model, root_fixture, request, tmp_path):
+def test_gradcam_works_for_timm_and_smp_models(model, root_fixture, request, tmp_path, monkeypatch):
     root = request.getfixturevalue(root_fixture)
     config = TrainConfig(model=model, epochs=1, data_dir=str(root), out=str(tmp_path))
     run_dir = train_run(config).run_dir
+    calls = []  # what explain_run asks of explain.attributions: the model, images and layer
+    original = explain.attributions
+
+    def recorded(net, images, targets, layer, methods, **kwargs):
+        calls.append((net, images, layer))
+        return original(net, images, targets, layer, methods, **kwargs)
+
+    monkeypatch.setattr(explain, "attributions", recorded)
     result = runner.invoke(
         app, ["explain", str(run_dir), "--method", "gradcam", "--data-dir", str(root)]
     )
     assert result.exit_code == 0, result.output
-    assert list((run_dir / "figures" / "explain").glob("attributions_gradcam*.png"))
+    (figure,) = (run_dir / "figures" / "explain").glob("attributions_gradcam*.png")
+    with Image.open(figure) as picture:
+        assert np.asarray(picture.convert("L")).std() > 10, "the figure is not blank"
+
+    # The maps at the layer explain_run chose, for the images it drew, for every class.
+    ((net, images, layer),) = calls
+    classes = len(results.read_record(run_dir).class_names)
+    maps = torch.stack(
+        [
+            original(net, images, [c] * len(images), layer, ("gradcam",))["gradcam"]
+            for c in range(classes)
+        ]
+    )  # (class, image, H, W)
+    assert maps.shape[1:] == images[:, 0].shape and torch.isfinite(maps).all()
+    assert (maps >= 0).all(), "ReLU'd: evidence for the class only"
+    top = maps.amax((2, 3))
+    varies = top - maps.amin((2, 3)) > 0.2 * top  # a map from a 1x1 layer is one flat value
+    assert varies.any(dim=0).all(), "every image has a map that points somewhere"
+    flat = maps.flatten(2)
+    assert not torch.allclose(flat[0], flat[1]), "another class, another map"
 
 
 def test_bad_input_is_one_sentence_and_the_other_images_are_still_done(classifier_run, tmp_path):

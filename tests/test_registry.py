@@ -74,3 +74,30 @@ def test_entries_declare_task_dataset_description():
 def test_create_model_defaults_come_from_the_dataset():
     model = create_model("baseline-cnn")
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def listed_names(*args: str) -> list[str]:
+    """The model names in the rows of `zoo list ARGS`'s table."""
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    result = CliRunner().invoke(app, ["list", *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    return [line.split("│")[1].strip() for line in result.stdout.splitlines() if "│" in line]
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_zoo_list_task_shows_exactly_that_tasks_models(task):
+    names = listed_names("--task", task)
+    expected = [n for n in list_models() if get_model_entry(n).task == task]
+    assert names == expected and len(names) >= 4, "every model of the task, and only those"
+    assert {get_model_entry(n).task for n in names} == {task}
+
+
+def test_zoo_list_pattern_and_task_together():
+    assert listed_names("*cnn*", "--task", "classification") == ["baseline-cnn", "wide-leaky-cnn"]
+    assert listed_names("*cnn*", "--task", "segmentation") == []
+    assert listed_names("smp/unet-*", "--task", "segmentation") == [
+        "smp/unet-resnet18", "smp/unet-resnet34", "smp/unet-tu-convnext_atto",
+    ]  # fmt: skip

@@ -47,3 +47,34 @@ def test_pad_and_crop_round_trip():
     torch.testing.assert_close(crop_to(padded, size), x)
     same, _ = pad_to_multiple(x[..., :8, :16], 8)
     assert same.shape[-2:] == (8, 16)
+
+
+def test_deeplabv3plus_learns_a_two_region_mask_at_full_resolution():
+    """The curated DeepLabV3+ (slow-marked in test_models.py) by default, small and fast: from
+    random init, a few Adam steps on two 32x32 images fit their left/right mask, and the eval
+    output is a per-pixel map at the input's size that every parameter was trained for."""
+    torch.manual_seed(0)
+    model = create_model("smp/deeplabv3plus-resnet34", num_classes=2, in_chans=3)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    images[..., 16:] += 1.5  # the right half is brighter
+    masks = torch.zeros(2, 32, 32, dtype=torch.long)
+    masks[..., 16:] = 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for _ in range(12):
+        loss = torch.nn.functional.cross_entropy(model(images), masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert losses[-1] < losses[0] / 3, losses
+    model.eval()
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    assert predicted.shape == masks.shape
+    assert (predicted == masks).float().mean() > 0.9
+    # both halves are found, so the boundary is placed, not one class painted everywhere
+    assert (predicted[..., :14] == 0).float().mean() > 0.9
+    assert (predicted[..., 18:] == 1).float().mean() > 0.9

@@ -278,3 +278,69 @@ def test_no_trial_is_pruned_in_the_first_third_of_the_shortest_one(tmp_path):
     assert sweep.warmup_epochs(spec) == 6  # Optuna prunes from this step (epoch) on
     spec = sweep.make_spec("baseline-cnn", {"lr": "1e-4,1e-3", "epochs": "4"}, trials=2)
     assert sweep.warmup_epochs(spec) == 2
+
+
+class FakeRecord:
+    """What `train_run` returns, as far as the objective reads it: a completed run's history."""
+
+    def __init__(self, history):
+        self.history, self.status, self.message, self.run_dir = history, "completed", "", "run"
+
+
+@pytest.mark.parametrize(
+    "metric,expected", [("val_accuracy", 0.8), ("val_loss", 0.3)]
+)  # the best epoch (2nd), not the last (3rd): max for a score, min for a loss
+def test_a_trials_value_is_its_best_epochs_not_its_last(tmp_path, monkeypatch, metric, expected):
+    import optuna
+
+    history = [
+        {"epoch": 1, "val_accuracy": 0.5, "val_loss": 0.9},
+        {"epoch": 2, "val_accuracy": 0.8, "val_loss": 0.3},
+        {"epoch": 3, "val_accuracy": 0.6, "val_loss": 0.5},
+    ]
+    monkeypatch.setattr("zoo.run.train_run", lambda config, **kwargs: FakeRecord(history))
+    spec = sweep.make_spec(
+        "baseline-cnn", {"lr": "1e-4,1e-3", "out": str(tmp_path)}, trials=1, metric=metric
+    )
+    assert spec.direction == ("minimize" if metric == "val_loss" else "maximize")
+    trial = optuna.create_study(direction=spec.direction).ask()
+    assert sweep.objective(spec, None)(trial) == expected
+
+
+def test_a_metric_no_epoch_reports_is_refused_before_any_trial(tmp_path):
+    for model, metric in (("baseline-cnn", "val_mean_iou"), ("baseline-cnn", "train_loss"),
+                          ("unet-small", "val_iou")):  # fmt: skip
+        with pytest.raises(ZooError, match=f"--metric '{metric}' is not a validation column"):
+            sweep.make_spec(model, {"lr": "1e-4,1e-3", "out": str(tmp_path)}, trials=1,
+                            metric=metric)  # fmt: skip
+    spec = sweep.make_spec(
+        "unet-small", {"lr": "1e-4,1e-3", "out": str(tmp_path)}, trials=1, metric="val_mean_iou"
+    )
+    assert spec.direction == "maximize"
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_the_median_pruner_waits_for_5_completed_trials_and_a_third_of_the_epochs(tmp_path):
+    """docs/sweeps.md: a trial below the median is pruned once 5 trials have completed, and not
+    in the first third of the shortest trial (9 epochs here: from epoch 4 on)."""
+    import optuna
+
+    spec = sweep.make_spec("baseline-cnn", {"lr": "1e-4,1e-3", "epochs": "9"}, trials=10)
+    study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(spec))
+
+    def complete_one():
+        scores = {epoch: 0.9 for epoch in range(1, 10)}
+        study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values=scores))
+
+    def pruned_after(epochs: int) -> bool:
+        """Whether a new trial far below the others is pruned after `epochs` epochs."""
+        trial = study.ask()
+        for epoch in range(1, epochs + 1):
+            trial.report(0.1, epoch)
+        return trial.should_prune()
+
+    for _ in range(4):
+        complete_one()
+    assert not pruned_after(9), "4 completed trials: too few to prune"
+    complete_one()
+    assert [pruned_after(epochs) for epochs in range(1, 10)] == [False] * 3 + [True] * 6

@@ -240,14 +240,52 @@ def test_bf16_amp_on_cpu_runs_bf16_where_supported(tiny_root, tmp_path):
         assert "no native bf16" in result.stderr
 
 
+def saved_optimizer_and_scheduler(run_dir):
+    """The optimizer's state dict and the scheduler's, as the run's training state saved them."""
+    from safetensors.torch import load_file
+
+    from zoo.checkpoint import STATE, join_state
+
+    with safe_open(run_dir / STATE, "pt") as f:
+        document = json.loads(f.metadata()["state"])
+    optimizer = join_state(document["optimizer"], load_file(run_dir / STATE))
+    return optimizer, document["scheduler"]
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 @pytest.mark.parametrize("schedule", ["onecycle", "none"])
 def test_optimizers_and_schedules_train(tiny_root, tmp_path, optimizer, schedule):
     out = tmp_path / "results"
-    args = ["--epochs", "1", "--optimizer", optimizer, "--schedule", schedule]
-    args += ["--no-channels-last", "--augment"]
+    # 180 training images in batches of 32: 6 steps an epoch, 24 in all
+    args = ["--epochs", "4", "--batch-size", "32", "--optimizer", optimizer, "--schedule", schedule]
+    args += ["--lr", "0.01", "--weight-decay", "0.001", "--no-channels-last", "--augment"]
     result = runner.invoke(app, train_args(tiny_root, out, *args))
     assert result.exit_code == 0, result.output
+    (run_dir,) = run_folders(out)
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    assert (saved["optimizer"], saved["schedule"]) == (optimizer, schedule)
+
+    state, scheduler = saved_optimizer_and_scheduler(run_dir)
+    group = state["param_groups"][0]
+    assert group["weight_decay"] == 0.001
+    if optimizer == "sgd":
+        assert group.get("nesterov") is True, "SGD with Nesterov momentum"
+        # momentum 0.9, which OneCycleLR cycles between 0.85 and 0.95 (PyTorch's defaults)
+        momentum = group.get("momentum")
+        assert momentum == 0.9 if schedule == "none" else 0.85 <= momentum <= 0.95
+        assert all("momentum_buffer" in s for s in state["state"].values())
+    else:
+        assert group.get("decoupled_weight_decay") is True and "momentum" not in group
+        assert all("exp_avg" in s for s in state["state"].values())
+
+    rates = [float(r["lr"]) for r in read_rows(run_dir / "history.csv")]  # at each epoch start
+    if schedule == "none":
+        assert scheduler is None and rates == [0.01] * 4
+    else:
+        # OneCycleLR: from lr / 25 up to lr at step 0.3 * 24 - 1 = 6.2, then down to lr / 25e4
+        assert scheduler["total_steps"] == 24
+        assert rates[0] == pytest.approx(0.01 / 25)
+        assert rates[1] > 0.9 * 0.01 and rates[1] > rates[2] > rates[3] > 0.01 / 25e4
 
 
 def test_same_seed_same_history(tiny_root, tmp_path):

@@ -51,13 +51,45 @@ def conv_layers(model: torch.nn.Module) -> list[str]:
     ]
 
 
-def find_layer(model: torch.nn.Module, name: str | None, *, default_last: bool = True):
-    """(name, module) of `name`, or of the last conv layer; ZooError listing the valid names."""
+def spatial_conv_layers(model: torch.nn.Module, convs: list[str], sample: torch.Tensor):
+    """Those of `convs` whose output for `sample` has more than one pixel. A conv after global
+    pooling (timm MobileNetV3's conv_head, squeeze-excitation convs) has a 1x1 output, and
+    Grad-CAM on it paints one flat value over the whole image."""
+    modules = dict(model.named_modules())
+    pixels = {}
+
+    def hook_for(name: str):
+        def hook(module, inputs, output) -> None:  # returns None: the output is left as it is
+            pixels.setdefault(name, output[0, 0].numel())
+
+        return hook
+
+    hooks = [modules[name].register_forward_hook(hook_for(name)) for name in convs]
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [name for name in convs if pixels.get(name, 0) > 1]
+
+
+def find_layer(
+    model: torch.nn.Module,
+    name: str | None,
+    *,
+    default_last: bool = True,
+    sample: torch.Tensor | None = None,
+):
+    """(name, module) of `name`, or of the last (or middle) conv layer, among those with a
+    spatial output for `sample` when one is given; ZooError listing the valid names."""
     convs = conv_layers(model)
     if not convs:
         raise ZooError("This model has no conv layer for Grad-CAM or channel images.")
     if name is None:
-        name = convs[-1] if default_last else convs[len(convs) // 2]
+        spatial = spatial_conv_layers(model, convs, sample) if sample is not None else []
+        candidates = spatial or convs
+        name = candidates[-1] if default_last else candidates[len(candidates) // 2]
     modules = dict(model.named_modules())
     if name not in modules:
         import difflib
@@ -448,9 +480,8 @@ def explain_run(
     model.requires_grad_(False)  # gradients flow to the input only
     target_index = resolve_target(target, info)
     segmentation = info.task == "segmentation"
-    # Classifiers: the last conv layer (Grad-CAM's usual choice); segmentation nets end in a
-    # 1x1 or 3x3 head that is nearly the output itself, so their middle conv layer.
-    layer_name, layer_module = find_layer(model, layer, default_last=not segmentation)
+    if layer is not None:
+        find_layer(model, layer)  # an unknown name is refused before any work
     folder = Path(out) if out else record.run_dir / EXPLAIN_FOLDER
     done = Explained()
 
@@ -479,6 +510,17 @@ def explain_run(
                 ]
             )
 
+    # Classifiers: the last conv layer (Grad-CAM's usual choice); segmentation nets end in a
+    # 1x1 or 3x3 head that is nearly the output itself, so their middle conv layer. Either among
+    # the layers whose output keeps more than one pixel for the images explained.
+    sample = (
+        images[:1]
+        if images is not None
+        else torch.zeros(1, info.in_chans, *info.image_size, device=device)
+    )
+    layer_name, layer_module = find_layer(
+        model, layer, default_last=not segmentation, sample=sample
+    )
     chosen = [m for m in ATTRIBUTIONS if m in methods]
     suffix = "" if len(chosen) == len(ATTRIBUTIONS) else "_" + "_".join(chosen)
     if chosen and images is not None:

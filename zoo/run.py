@@ -67,6 +67,12 @@ def check_recipe(
             f"{config.model} is a {task} model but {config.dataset} is a {data.info.task} "
             f"dataset; pick a {task} dataset (`zoo datasets`)."
         )
+    if len(data.train) == 0:
+        raise ZooError(
+            f"{config.dataset} leaves no training images once --val-fraction "
+            f"{config.val_fraction} of them is held out for validation; pass a smaller "
+            "--val-fraction."
+        )
     side = min(data.train.images.shape[-2:])
     if config.crop_size is not None and config.crop_size > side:
         raise ZooError(

@@ -27,6 +27,7 @@ from zoo.data.base import DatasetInfo
 from zoo.data.splits import Splits, iterate_batches, num_batches
 from zoo.data.transforms import joint_augmentation, random_crop_flip
 from zoo.distributed import ONE_PROCESS, Ranks
+from zoo.errors import ZooError
 from zoo.evaluate import validation_counts, validation_scores
 from zoo.results import TASK_METRICS
 from zoo.runtime import Precision, autocast, synchronize, wrap_for_training
@@ -90,6 +91,11 @@ def make_trainer(
 ) -> Trainer:
     """Optimizer, per-step schedule over `config.epochs`, GradScaler (fp16 on CUDA) and the
     wrapped models of `model`, which must already be on `device`."""
+    if steps_per_epoch < 1:  # OneCycleLR would raise, cosine and none would train nothing
+        raise ZooError(
+            f"The run has no training step to schedule ({steps_per_epoch} per epoch): its "
+            "training split is empty."
+        )
     if ranks.distributed and config.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(config, model)
