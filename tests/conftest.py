@@ -101,7 +101,16 @@ def facade_root(tmp_path, monkeypatch) -> Path:
 
     monkeypatch.setattr(pairs, "SIZE", (32, 32))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    monkeypatch.delenv("ZOO_CACHE", raising=False)
     root = tmp_path / "data"
     write_facade_pairs(root / "mini-facade" / "train", 24, seed=0)
     write_facade_pairs(root / "mini-facade" / "test_dev", 6, seed=1)
     return root
+
+
+@pytest.fixture
+def committed_baseline_record():
+    """The committed default-recipe baseline-cnn run, read through the record schema."""
+    from zoo.results import read_record
+
+    return read_record(COMMITTED_BASELINE)

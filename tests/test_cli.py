@@ -1,47 +1,206 @@
+import csv
+import io
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
-from zoo.cli import app
+from zoo import tables
+from zoo.cli import ExplainMethod, app, markdown_for
+from zoo.errors import ZooError
 
 runner = CliRunner()
+NARROW = {"COLUMNS": "80"}
+
+# Every command and subcommand, as typed after `zoo`.
+COMMANDS = [
+    ["train"], ["eval"], ["predict"], ["list"], ["datasets"], ["summary"], ["compare"],
+    ["explain"], ["bench"], ["sweep"], ["sweep", "run"], ["sweep", "show"],
+]  # fmt: skip
 
 
-def test_list_shows_every_model_with_parameters():
-    result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+def click_command(path: list[str]):
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.get_command(typer.Context(command), name)
+    return command
+
+
+def assert_fits(text: str, width: int = 80) -> None:
+    wide = [line for line in text.splitlines() if len(line) > width]
+    assert not wide, f"{len(wide)} lines wider than {width}, e.g. {wide[0]!r}"
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
+def test_every_help_fits_80_columns_with_every_option_whole(path):
+    result = runner.invoke(app, [*path, "--help"], env=NARROW, prog_name="zoo")
     assert result.exit_code == 0, result.output
-    assert "baseline-cnn" in result.stdout and "wide-leaky-cnn" in result.stdout
-    assert "211,690" in result.stdout  # baseline-cnn's parameter count
-    assert "fashion-mnist" in result.stdout and "classification" in result.stdout
+    assert result.stdout.startswith("Usage: zoo " + " ".join(path))
+    assert_fits(result.stdout)
+    for parameter in click_command(path).params:
+        for flag in parameter.opts + parameter.secondary_opts:
+            if flag.startswith("--"):
+                assert re.search(rf"{re.escape(flag)}\b", result.stdout), f"{flag} is cut"
+
+
+# One user error per command: the arguments, the exit status, and what the message must say.
+USER_ERRORS = [
+    (["train", "basline-cnn"], 1, "Unknown model 'basline-cnn'. Did you mean 'baseline-cnn'?"),
+    (["train"], 1, "Name the model to train"),
+    (["eval", "no/such/run"], 1, "no/such/run does not exist"),
+    (["eval", "run", "--checkpoint", "first"], 2, "'first' is not one of 'best', 'last'"),
+    (["predict", "no/such/run", "x.png"], 1, "no/such/run does not exist"),
+    (["list", "--task", "detection"], 2, "'detection' is not one of"),
+    (["datasets", "--format", "xml"], 2, "'xml' is not one of 'table', 'csv', 'json'"),
+    (["summary", "basline-cnn"], 1, "Did you mean 'baseline-cnn'?"),
+    (["compare", "no/such/folder"], 1, "no/such/folder does not exist; pass a results folder"),
+    (["explain", "run", "--method", "lime"], 2, "'lime' is not one of 'all', 'saliency'"),
+    (["bench"], 1, "Name the models to bench, or pass --all (not both)."),
+    (["sweep", "basline-cnn", "--trials", "2"], 1, "Unknown model 'basline-cnn'."),
+    (["sweep", "run", "baseline-cnn", "--sampler", "cma"], 2, "'cma' is not one of 'tpe'"),
+    (["sweep", "show", "no-study", "--out", "no/such/results"], 1, "There is no study 'no-study'"),
+]
+
+
+@pytest.mark.parametrize("args, code, message", USER_ERRORS, ids=lambda v: str(v)[:40])
+def test_each_command_names_a_user_error_in_one_sentence(args, code, message):
+    result = runner.invoke(app, args, env=NARROW)
+    assert result.exit_code == code, result.output
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.output
+    assert not Path("no").exists(), "a failed command leaves nothing behind"
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"zoo {version('zoo')}\n"
+
+
+def test_explain_methods_are_explain_modules_methods():
+    from zoo.explain import METHODS
+
+    assert [m.value for m in ExplainMethod] == ["all", *METHODS]
+
+
+def test_list_shows_every_model_with_its_parameters_at_80_columns():
+    from zoo.registry import list_models
+
+    result = runner.invoke(app, ["list"], env=NARROW)
+    assert result.exit_code == 0, result.output
+    assert_fits(result.stdout)
+    for name in list_models():  # whole, never wrapped or cut
+        assert re.search(rf"│ {re.escape(name)} +│", result.stdout), name
+    assert re.search(r"│ baseline-cnn +│ fashion-mnist +│ +211,690 │", result.stdout)
+    assert "The reports' net" in result.stdout, "the description column is there"
 
 
 def test_list_filters_by_pattern_and_task():
-    result = runner.invoke(app, ["list", "wide*"], env={"COLUMNS": "200"})
-    assert "│ wide-leaky-cnn " in result.stdout and "│ baseline-cnn " not in result.stdout
-    result = runner.invoke(app, ["list", "leaky"], env={"COLUMNS": "200"})
-    assert "│ wide-leaky-cnn " in result.stdout and "│ baseline-cnn " not in result.stdout
-    result = runner.invoke(app, ["list", "--task", "segmentation"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0 and "│ baseline-cnn " not in result.stdout
+    names = lambda args: [row["name"] for row in list_json(args)]  # noqa: E731
+    assert names(["wide*"]) == ["wide-leaky-cnn"]
+    assert names(["leaky"]) == ["wide-leaky-cnn"], "a plain word matches anywhere"
+    segmentation = names(["--task", "segmentation"])
+    assert "unet-small" in segmentation and "smp/unet-resnet34" in segmentation
+    assert "baseline-cnn" not in segmentation and "timm/resnet18" not in segmentation
+    classification = names(["--task", "classification"])
+    assert "baseline-cnn" in classification and "unet-small" not in classification
+    assert set(segmentation) | set(classification) == set(names([]))
 
 
-def test_datasets_lists_fashion_mnist():
-    result = runner.invoke(app, ["datasets"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0 and "fashion-mnist" in result.stdout and "1x28x28" in result.stdout
+def list_json(args: list[str]) -> list[dict]:
+    result = runner.invoke(app, ["list", *args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_list_and_datasets_give_scripts_csv_and_json():
+    rows = {row["name"]: row for row in list_json([])}
+    assert rows["baseline-cnn"] == {
+        "name": "baseline-cnn",
+        "task": "classification",
+        "dataset": "fashion-mnist",
+        "parameters": 211690,
+        "description": rows["baseline-cnn"]["description"],
+    }
+    result = runner.invoke(app, ["datasets", "--format", "csv"], env=NARROW)
+    assert result.exit_code == 0, result.output
+    found = {row["name"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
+    assert set(found) == {"cmp-facade", "fashion-mnist", "mini-facade"}
+    assert found["fashion-mnist"]["input"] == "1x28x28" and found["cmp-facade"]["classes"] == "12"
+    assert not any("┃" in line for line in result.stdout.splitlines()), "no boxes"
+
+
+def test_datasets_table_fits_80_columns():
+    result = runner.invoke(app, ["datasets"], env=NARROW)
+    assert result.exit_code == 0, result.output
+    assert_fits(result.stdout)
+    for name, size in (("fashion-mnist", "1x28x28"), ("mini-facade", "3x256x256")):
+        assert re.search(rf"│ {name} +│ \w+ +│ +\d+ │ {size} +│", result.stdout), name
+
+
+def test_compare_tables_fit_80_columns_without_splitting_names_or_scores():
+    from zoo import compare as comparing
+
+    result = runner.invoke(app, ["compare", "results", "--no-trials"], env=NARROW)
+    assert result.exit_code == 0, result.output
+    assert_fits(result.stdout)
+    comparison = comparing.compare("results", trials=False)
+    for rows in comparison.rows.values():
+        header, body = comparing.main_table(rows)
+        score = next(column for column in header if column.startswith("test "))
+        for cells in body:
+            for column in ("model", "n", score):
+                cell = cells[header.index(column)]
+                assert f" {cell} " in result.stdout, (column, cell)
+    assert "Not shown at this width:" in result.stdout, "what was left out is said"
+    wide = runner.invoke(app, ["compare", "results", "--no-trials"], env={"COLUMNS": "250"})
+    assert "Not shown" not in wide.stdout and "MFU" in wide.stdout
+
+
+def test_compare_bench_table_fits_80_columns():
+    result = runner.invoke(app, ["compare", "results", "--bench"], env=NARROW)
+    assert result.exit_code == 0, result.output
+    assert_fits(result.stdout)
+    assert re.search(r"│ smp/deeplabv3plus-resnet34 │ +8 │", result.stdout)
+
+
+def test_metrics_table_fits_80_columns(committed_baseline_record):
+    from rich.console import Console
+
+    console = Console(width=80, file=io.StringIO())
+    console.print(tables.metrics_table(committed_baseline_record))
+    text = console.file.getvalue()
+    assert_fits(text)
+    assert re.search(r"│ T-shirt/top +│ +\d\.\d{3} │", text)
+    assert "overall" in text
 
 
 def test_summary_is_a_torchinfo_layer_table():
-    result = runner.invoke(app, ["summary", "baseline-cnn"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["summary", "baseline-cnn"], env=NARROW)
     assert result.exit_code == 0, result.output
     for needle in ("Conv2d", "[1, 32, 28, 28]", "Total params: 211,690", "Params size (MB)",
                    "Input size (MB)", "Forward/backward pass size (MB)"):  # fmt: skip
         assert needle in result.stdout
 
 
-def test_summary_of_unknown_model_is_one_clear_error():
-    result = runner.invoke(app, ["summary", "basline-cnn"])
-    assert result.exit_code == 1
-    assert "Did you mean 'baseline-cnn'" in result.stderr and "Traceback" not in result.output
+def test_markdown_for_parses_compare_options_and_names_a_bad_one():
+    text = markdown_for(["results", "--no-trials", "--dataset", "cmp-facade"])
+    assert text.startswith("#### cmp-facade") and "fashion-mnist" not in text
+    with pytest.raises(ZooError, match="No such option: --colour"):
+        markdown_for(["results", "--colour"])
+
+
+def test_sweep_without_a_subcommand_runs_the_sweep(tmp_path):
+    """`zoo sweep MODEL` is `zoo sweep run MODEL`: both reach the same checks."""
+    for args in (["sweep", "wide-leaky-cnn"], ["sweep", "run", "wide-leaky-cnn"]):
+        result = runner.invoke(app, [*args, "--trials", "0", "--out", str(tmp_path)])
+        assert result.exit_code == 1 and "--trials must be at least 1" in result.stderr
 
 
 def modules_loaded_after(statements: str, modules: tuple[str, ...]) -> list[str]:
@@ -59,6 +218,16 @@ def test_import_zoo_stays_light():
     heavy = ("torch", "torchmetrics", "matplotlib", "torchvision")
     assert modules_loaded_after("import zoo", heavy) == []
     assert modules_loaded_after("import zoo; zoo.create_model('unet')", heavy[1:]) == []
+    assert modules_loaded_after("import zoo.cli", heavy) == [], "`zoo --help` pays for no torch"
+
+
+def test_no_module_of_zoo_runs_its_own_cli_through_a_test_runner():
+    from pathlib import Path
+
+    import zoo
+
+    for path in Path(zoo.__file__).parent.rglob("*.py"):
+        assert "CliRunner" not in path.read_text(), path
 
 
 def test_python_dash_m_zoo_works():
@@ -66,5 +235,5 @@ def test_python_dash_m_zoo_works():
         [sys.executable, "-m", "zoo", "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0
-    for command in ("train", "eval", "list", "summary", "datasets"):
-        assert command in result.stdout
+    for command in ("train", "eval", "list", "summary", "datasets", "sweep", "bench"):
+        assert re.search(rf"^  {command} ", result.stdout, re.M), command

@@ -10,7 +10,7 @@ from conftest import write_facade_pairs
 from PIL import Image
 
 from zoo.data import facade, load_dataset, pairs
-from zoo.errors import ZooError
+from zoo.errors import ZooError, ZooWarning
 from zoo.plots import class_palette
 from zoo.registry import DATASETS
 
@@ -26,9 +26,15 @@ def test_mini_facade_loads_as_uint8_tensors_with_a_seeded_val_split(facade_root)
     assert data.info.palette[0] == (0, 0, 0) and len(data.info.palette) == 5
 
 
-def test_the_cache_is_reused_and_invalidated_when_a_file_changes(facade_root, monkeypatch):
+def cached_files(tmp_path) -> list:
+    return sorted((tmp_path / "user-cache" / "zoo" / "decoded").glob("mini-facade-*.npz"))
+
+
+def test_the_cache_is_reused_and_invalidated_when_a_file_changes(
+    facade_root, tmp_path, monkeypatch
+):
     load_dataset("mini-facade", facade_root)
-    cached = sorted((facade_root / ".zoo-cache").glob("mini-facade-*.npz"))
+    cached = cached_files(tmp_path)
     assert len(cached) == 2
 
     def no_decoding(*args, **kwargs):
@@ -39,21 +45,50 @@ def test_the_cache_is_reused_and_invalidated_when_a_file_changes(facade_root, mo
 
     monkeypatch.undo()
     monkeypatch.setattr(pairs, "SIZE", (32, 32))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     photo = facade_root / "mini-facade" / "train" / "f000.jpg"
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
     load_dataset("mini-facade", facade_root)
-    after = sorted((facade_root / ".zoo-cache").glob("mini-facade-*.npz"))
+    after = cached_files(tmp_path)
     assert len(after) == 2 and after != cached, "the train cache was rebuilt, the stale one removed"
 
 
-def test_a_read_only_root_caches_in_the_user_folder(facade_root, tmp_path):
-    os.chmod(facade_root, 0o555)
+def tree(folder) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("mode", [0o555, 0o755], ids=["read-only", "writable"])
+def test_the_data_folder_is_never_written(facade_root, tmp_path, mode):
+    before = tree(facade_root)
+    os.chmod(facade_root, mode)
     try:
         load_dataset("mini-facade", facade_root)
-        assert not (facade_root / ".zoo-cache").exists()
-        assert len(list((tmp_path / "user-cache" / "zoo" / "decoded").glob("*.npz"))) == 2
     finally:
         os.chmod(facade_root, 0o755)
+    assert tree(facade_root) == before, "nothing added, changed or removed in the data folder"
+    assert len(cached_files(tmp_path)) == 2, "the decode cache is in the user's cache folder"
+
+
+def test_zoo_cache_chooses_the_cache_folder(facade_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "elsewhere"))
+    load_dataset("mini-facade", facade_root)
+    assert len(list((tmp_path / "elsewhere" / "decoded").glob("*.npz"))) == 2
+    assert cached_files(tmp_path) == []
+
+
+def test_an_unwritable_cache_folder_warns_once_and_goes_on(facade_root, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ZOO_CACHE", str(blocker / "zoo"))  # cannot be made, even by root
+    monkeypatch.setattr(pairs, "WARNED", set())
+    with pytest.warns(ZooWarning) as caught:
+        first = load_dataset("mini-facade", facade_root)
+        again = load_dataset("mini-facade", facade_root)
+    assert len(caught) == 1, "one warning, not one per split or per load"
+    message = str(caught[0].message)
+    assert f"The cache folder {blocker / 'zoo' / 'decoded'} cannot be written" in message
+    assert "set ZOO_CACHE to a writable folder" in message
+    assert torch.equal(first.train.images, again.train.images), "decoded without a cache"
 
 
 def break_one(root, how):
@@ -101,8 +136,15 @@ def test_an_empty_folder_is_an_error_naming_it(facade_root):
 
 
 def test_a_missing_dataset_says_where_to_put_it(tmp_path):
-    with pytest.raises(ZooError, match="mini-facade"):
+    with pytest.raises(ZooError) as info:
         load_dataset("mini-facade", tmp_path)
+    message = str(info.value)
+    folder = tmp_path / "mini-facade"
+    assert f"Mini Facade is not in {folder} (it has no public download)" in message
+    for fix in ("train/ and test_dev/", "ZOO_DATA", "--data-dir"):
+        assert fix in message, f"the message names {fix}"
+    assert "\n" not in message and message.endswith("."), "one sentence"
+    assert not folder.exists(), "no empty folder is left behind"
 
 
 def test_cmp_facade_maps_ids_1_to_12_and_splits_with_a_fixed_seed(tmp_path, monkeypatch):

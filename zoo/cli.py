@@ -12,24 +12,102 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from zoo.config import TrainConfig
-from zoo.errors import ZooError
+from zoo import tables
+from zoo.config import AmpDtype, TrainConfig, read_recipe, to_flags
+from zoo.errors import ZooError, ZooWarning
+from zoo.sweep import Pruner, Sampler
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: fits 80 columns and pipes, no option cut short
     help="zoo: train, evaluate and compare small-image vision models.",
 )
 out = Console()
 err = Console(stderr=True)
-DATA_DIR_HELP = "Data root; default: $ZOO_DATA, else ~/.cache/zoo/data."
 
 
 class TaskName(str, Enum):
     classification = "classification"
     segmentation = "segmentation"
+
+
+class Checkpoint(str, Enum):
+    best = "best"
+    last = "last"
+
+
+class RowFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class ExplainMethod(str, Enum):  # "all" and zoo.explain.METHODS (a test keeps them equal)
+    all = "all"
+    saliency = "saliency"
+    integrated_gradients = "integrated-gradients"
+    gradcam = "gradcam"
+    activation_max = "activation-max"
+    confused = "confused"
+
+
+# Arguments and options several commands share.
+RunDir = Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")]
+CheckpointOption = Annotated[Checkpoint, typer.Option(help="The run's best or last checkpoint.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="Data root; default: $ZOO_DATA, else ~/.cache/zoo/data.")
+]
+TaskOption = Annotated[TaskName | None, typer.Option(help="Only this task.")]
+FormatOption = Annotated[RowFormat, typer.Option(help="table, or csv/json for scripts.")]
+StorageOption = Annotated[
+    str | None, typer.Option(help="SQLAlchemy URL; default: sqlite file under OUT/sweeps/STUDY/.")
+]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"zoo {version('zoo')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=version_callback, is_eager=True, help="Print it."),
+    ] = False,
+) -> None:
+    """zoo: train, evaluate and compare small-image vision models."""
+    show_zoo_warnings_in_one_line()
+
+
+def show_zoo_warnings_in_one_line() -> None:
+    """A ZooWarning prints as `Warning: ...` on stderr; other warnings keep Python's format."""
+    import warnings
+
+    python_format = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, ZooWarning):
+            err.print(f"[yellow]Warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+        else:
+            python_format(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+
+
+def print_rows(rows: list[dict], format: RowFormat, table) -> None:
+    """`rows` as the rich table `table(rows)` builds, or as CSV/JSON for scripts."""
+    if format is RowFormat.table:
+        out.print(table(rows))
+    else:
+        out.print(tables.rows_text(rows, format.value), end="", highlight=False, markup=False,
+                  soft_wrap=True)  # fmt: skip
 
 
 def user_errors(command):
@@ -110,12 +188,29 @@ def train(
         str | None,
         typer.Option(help="Comma-separated seeds: the same recipe once per seed (e.g. 0,1,2)."),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Recipe file (YAML/JSON, or a run's config.json); options override."),
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved recipe as YAML; no run.")
+    ] = False,
     **options,
 ):
     """Train MODEL and write its run record: config, history, metrics, figures, checkpoints."""
     given = given_options(context, options)
+    if config is not None:
+        if resume is not None:
+            raise ZooError("--resume goes on with the run's own recipe: drop --config.")
+        recipe = read_recipe(config)
+        model = model or recipe.get("model")
+        given = {**{k: v for k, v in recipe.items() if k != "model"}, **given}
+        options = {**options, **given}
     if resume is None and model is None:
         raise ZooError("Name the model to train (e.g. `zoo train baseline-cnn`), or pass --resume.")
+    if print_config:
+        out.print(resolved_recipe(model, options), end="", highlight=False, markup=False)
+        return
     seed_list = parse_seeds(seeds, given, resume)
     codes = []
     for seed in seed_list:
@@ -124,10 +219,22 @@ def train(
         if nproc is not None and nproc > 1:
             from zoo.distributed import launch
 
-            codes.append(launch(nproc, train_argv(model, resume, given)))
+            again = [model] * bool(model) + ["--resume", str(resume)] * bool(resume)
+            codes.append(launch(nproc, ["train", *again, *to_flags(given)]))
         else:
             codes.append(train_once(model, resume, options, given))
     raise typer.Exit(max(codes, key=lambda code: (code != 0, code)))
+
+
+def resolved_recipe(model: str, options: dict) -> str:
+    """The recipe `zoo train` would run, the model's defaults filled in, as YAML."""
+    import yaml
+
+    from zoo.registry import get_model_entry
+
+    entry = get_model_entry(model)
+    config = TrainConfig(model=model, **options).resolve(entry.task, entry.dataset)
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 def parse_seeds(seeds: str | None, given: dict, resume: Path | None) -> list[int | None]:
@@ -180,35 +287,30 @@ def given_options(context: typer.Context, options: dict) -> dict:
     }
 
 
-def train_argv(model: str | None, resume: Path | None, given: dict) -> list[str]:
-    """`zoo train`'s arguments for the same run, as each launched process gets them."""
-    argv = ["train"] + ([model] if model else []) + (["--resume", str(resume)] if resume else [])
-    for name, value in given.items():
-        flag = f"--{name.replace('_', '-')}"
-        if isinstance(value, bool):
-            argv.append(flag if value else f"--no-{name.replace('_', '-')}")
-        elif value is not None:
-            argv += [flag, str(value.value if isinstance(value, Enum) else value)]
-    return argv
+def print_metrics(record) -> None:
+    """A run's per-class table and overall scores, and what the reader should know about them."""
+    out.print(tables.metrics_table(record))
+    if record.test.get("ap_method", "exact") != "exact":
+        out.print(f"AP computed from {record.test['ap_method']}, not exactly.")
+    if record.skipped_samples:
+        out.print(f"{len(record.skipped_samples)} bad samples were left out (see metrics.json).")
 
 
 @app.command("eval")
 @user_errors
 def eval_(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")],
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    run_dir: RunDir,
+    checkpoint: CheckpointOption = Checkpoint.best,
     device: Annotated[str | None, typer.Option(help="Default: the run's device setting.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    data_dir: DataDirOption = None,
 ):
     """Evaluate a run's checkpoint on val and test; rewrite metrics.json and the figures."""
     from zoo.evaluate import evaluate_run
     from zoo.runtime import resolve_device
 
-    if checkpoint not in ("best", "last"):
-        raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
     record = evaluate_run(
         run_dir,
-        checkpoint=f"{checkpoint}.safetensors",
+        checkpoint=f"{checkpoint.value}.safetensors",
         device=resolve_device(device) if device else None,
         data_dir=str(data_dir) if data_dir else None,
         console=err,
@@ -219,26 +321,24 @@ def eval_(
 @app.command()
 @user_errors
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")],
+    run_dir: RunDir,
     images: Annotated[list[Path], typer.Argument(help="Image files to predict.")],
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where masks go; default RUN_DIR/predictions.")
     ] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    checkpoint: CheckpointOption = Checkpoint.best,
     top_k: Annotated[int, typer.Option(help="Classes shown per image (classification).")] = 5,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOption = "auto",
 ):
     """Predict IMAGES with a run's checkpoint: top-k classes, or a colour-coded mask + overlay."""
     from zoo.predict import predict_files
     from zoo.runtime import resolve_device
 
-    if checkpoint not in ("best", "last"):
-        raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
     predictions, errors = predict_files(
         run_dir,
         images,
         out_dir=out_dir,
-        checkpoint=f"{checkpoint}.safetensors",
+        checkpoint=f"{checkpoint.value}.safetensors",
         device=resolve_device(device),
         top_k=top_k,
     )
@@ -248,6 +348,11 @@ def predict(
         else:
             top = ", ".join(f"{name} {p:.3f}" for name, p in prediction.top_classes)
             out.print(f"{prediction.image}: {top}", highlight=False)
+    report_errors(errors)
+
+
+def report_errors(errors: list) -> None:
+    """Each error as one line on stderr; exit 1 when there was any."""
     for error in errors:
         err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
     if errors:
@@ -260,37 +365,27 @@ def list_(
     pattern: Annotated[
         str, typer.Argument(help="Shell-style filter, e.g. 'unet*'; plain words match anywhere.")
     ] = "*",
-    task: Annotated[TaskName | None, typer.Option(help="Only this task.")] = None,
+    task: TaskOption = None,
+    format: FormatOption = RowFormat.table,
 ):
     """List the registered models."""
-    from zoo.registry import count_parameters, get_model_entry, list_models
+    from zoo.registry import list_models
 
     if not any(char in pattern for char in "*?["):
         pattern = f"*{pattern}*"
-    table = Table()
-    for column in ("name", "task", "default dataset"):  # never cut a name short
-        table.add_column(column, no_wrap=True)
-    table.add_column("parameters", no_wrap=True, justify="right")
-    table.add_column("description")
-    for name in list_models(pattern, task.value if task else None):
-        entry = get_model_entry(name)
-        count = count_parameters(name)
-        table.add_row(name, entry.task, entry.dataset, f"{count:,}", entry.description)
-    out.print(table)
+    names = list_models(pattern, task.value if task else None)
+    print_rows(tables.model_rows(names), format, tables.models_table)
 
 
 @app.command()
 @user_errors
-def datasets():
+def datasets(
+    format: FormatOption = RowFormat.table,
+):
     """List the registered datasets."""
-    from zoo.data import get_dataset_info, list_datasets
+    from zoo.data import list_datasets
 
-    table = Table("name", "task", "classes", "input", "description")
-    for name in list_datasets():
-        info = get_dataset_info(name)
-        size = f"{info.in_chans}x{info.image_size[0]}x{info.image_size[1]}"
-        table.add_row(name, info.task, str(info.num_classes), size, info.description)
-    out.print(table)
+    print_rows(tables.dataset_rows(list_datasets()), format, tables.datasets_table)
 
 
 @app.command()
@@ -321,55 +416,37 @@ def summary(
     out.print(str(stats), highlight=False)
 
 
-def format_score(value: float | None, digits: int = 3) -> str:
-    """A score for a table; None is a score undefined on that split (e.g. AP of an absent class)."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
+class DefaultRunGroup(typer.core.TyperGroup):
+    """A group whose `run` subcommand may go unnamed: `zoo sweep MODEL ...` is
+    `zoo sweep run MODEL ...`, while `zoo sweep show STUDY` is its own subcommand."""
+
+    def resolve_command(self, context, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(context, args)
 
 
-def print_metrics(record) -> None:
-    """Per-class table (val and test) plus the overall scores of a run record, in the task's
-    metrics (results.TASK_METRICS)."""
-    per_class, overall = record.metrics.per_class, record.metrics.scores
-    splits = ("val", "test")
-    table = Table(title=f"{record.model} on {record.dataset} ({record.checkpoint})")
-    table.add_column("class")
-    for split in splits:
-        for key in per_class:
-            table.add_column(f"{split} {COLUMN_LABELS[key]}", justify="right")
-    for name in record.class_names:
-        scores = [record.per_class(s, key)[name] for s in splits for key in per_class]
-        table.add_row(name, *map(format_score, scores))
-    table.add_section()
-    table.add_row(
-        "[bold]overall", *(format_score(record.score(s, k), 4) for s in splits for k in overall)
-    )
-    out.print(table)
-    if record.test.get("ap_method", "exact") != "exact":
-        out.print(f"AP computed from {record.test['ap_method']}, not exactly.")
-    if record.skipped_samples:
-        out.print(f"{len(record.skipped_samples)} bad samples were left out (see metrics.json).")
+sweep_app = typer.Typer(
+    cls=DefaultRunGroup,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Tune a recipe with Optuna (`zoo sweep MODEL ...`), or report a study (`show`).",
+)
+app.add_typer(sweep_app, name="sweep")
 
 
-COLUMN_LABELS = {"accuracy": "acc", "ap": "AP", "iou": "IoU"}  # "val acc", "test AP", ...
-
-
-@app.command()
+@sweep_app.command("run")
 @user_errors
 @config_options(searchable=True)
-def sweep(
-    model: Annotated[
-        str, typer.Argument(help="Registry name to tune; or `show` to report the study STUDY.")
-    ],
-    study_to_show: Annotated[
-        str | None, typer.Argument(metavar="[STUDY]", help="With `show`: the study's name.")
-    ] = None,
+def sweep_run(
+    model: Annotated[str, typer.Argument(help="Registry name to tune (see `zoo list`).")],
     *,
     trials: Annotated[int, typer.Option(help="Finished trials the study should have.")] = 20,
     space: Annotated[
         Path | None, typer.Option(help="JSON/YAML file: option -> range or choices.")
     ] = None,
-    sampler: Annotated[str, typer.Option(help="tpe, random or grid (choices only).")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="median or none.")] = "median",
+    sampler: Annotated[Sampler, typer.Option(help="grid searches choices only.")] = Sampler.tpe,
+    pruner: Annotated[Pruner, typer.Option(help="Pruning rule.")] = Pruner.median,
     metric: Annotated[
         str | None,
         typer.Option(help="Validation column to optimise; default: the task's (val_accuracy)."),
@@ -377,28 +454,18 @@ def sweep(
     study: Annotated[
         str | None, typer.Option(help="Study name; an existing one is joined. Default MODEL-DATA.")
     ] = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(help="SQLAlchemy URL; default: sqlite file under OUT/sweeps/STUDY/."),
-    ] = None,
+    storage: StorageOption = None,
     workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
     **options,
 ):
     """Tune MODEL's recipe with Optuna: every option takes a value, a range or choices; each
-    trial is a normal run record. `zoo sweep show STUDY` reports a study."""
+    trial is a normal run record. `zoo sweep MODEL` is short for `zoo sweep run MODEL`."""
     from zoo import sweep as sweeps
 
     given = {name: value for name, value in options.items() if value is not None}
-    if model == "show":
-        if study_to_show is None:
-            raise ZooError("Name the study to show: `zoo sweep show STUDY`.")
-        show_study(study_to_show, storage, given.get("out", "results"))
-        return
-    if study_to_show is not None:
-        raise ZooError(f"Unexpected argument {study_to_show!r}; options are written --name value.")
     spec = sweeps.make_spec(
-        model, given, space_file=space, trials=trials, sampler=sampler, pruner=pruner,
-        metric=metric, study=study, storage=storage,
+        model, given, space_file=space, trials=trials, sampler=sampler.value,
+        pruner=pruner.value, metric=metric, study=study, storage=storage,
     )  # fmt: skip
     err.print(
         f"Sweep {spec.study} ({spec.storage}): {spec.trials} trials of {spec.base.model} on "
@@ -420,20 +487,26 @@ def sweep(
         raise typer.Exit(130)
 
 
+@sweep_app.command("show")
+@user_errors
+def sweep_show(
+    study: Annotated[str, typer.Argument(help="Its name, e.g. baseline-cnn-fashion-mnist.")],
+    storage: StorageOption = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="The results folder the sweep wrote to.")
+    ] = Path("results"),
+):
+    """The study's trials, its best trial as a `zoo train` command, and Optuna's figures."""
+    show_study(study, storage, str(out_dir))
+
+
 def show_study(name: str, storage: str | None, out_dir: str) -> None:
-    """The trials table, the best trial as a `zoo train` command, and Optuna's figures."""
     from zoo import sweep as sweeps
 
     storage = storage or f"sqlite:///{sweeps.study_folder(out_dir, name) / 'study.db'}"
     found = sweeps.load_study(name, storage)
-    rows = sweeps.trial_rows(found)
-    table = Table(title=f"study {name}: {found.user_attrs.get('metric')} ({found.direction.name})")
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    for column in columns:
-        table.add_column(column, justify="right" if column != "state" else "left")
-    for row in rows:
-        table.add_row(*(format_cell(row.get(column)) for column in columns))
-    out.print(table)
+    title = f"study {name}: {found.user_attrs.get('metric')} ({found.direction.name})"
+    out.print(tables.study_table(sweeps.trial_rows(found), title))
     if sweeps.best_value(found) is None:
         out.print("No trial has completed yet.")
         return
@@ -443,14 +516,6 @@ def show_study(name: str, storage: str | None, out_dir: str) -> None:
     folder = sweeps.study_folder(out_dir, name) / "figures"
     for path in sweeps.write_figures(found, folder):
         out.print(f"Figure: {path}", highlight=False, soft_wrap=True)
-
-
-def format_cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 class CompareFormat(str, Enum):
@@ -466,7 +531,7 @@ def compare_(
     results_dir: Annotated[
         Path, typer.Argument(help="A folder of run records and bench files.")
     ] = Path("results"),
-    task: Annotated[TaskName | None, typer.Option(help="Only this task.")] = None,
+    task: TaskOption = None,
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
     model: Annotated[str | None, typer.Option(help="Only models matching this pattern.")] = None,
     sort: Annotated[
@@ -509,42 +574,20 @@ def compare_(
             changed = comparing.refresh(path, markdown_for)
             err.print(f"{path}: {'updated' if changed else 'up to date'}", highlight=False)
         return
+    if format is CompareFormat.html and out_file is None:
+        raise ZooError("--format html writes a file: pass --out report.html.")
     comparison = comparing.compare(
-        results_dir, task=task.value if task else None, dataset=dataset, model=model, sort=sort,
-        baseline=baseline, trials=trials,
+        results_dir, task=task, dataset=dataset, model=model, sort=sort, baseline=baseline,
+        trials=trials,
     )  # fmt: skip
     for line in comparison.skipped:
         err.print(f"[yellow]Warning:[/yellow] {line}", highlight=False, soft_wrap=True)
-    if bench:
-        if not comparison.bench:
-            raise ZooError(f"{results_dir} holds no bench files; run `zoo bench` first.")
-        if format not in (CompareFormat.table, CompareFormat.markdown):
-            raise ZooError("--bench shows tables: use --format table or markdown.")
-        if format is CompareFormat.markdown:
-            out.print(
-                comparing.bench_markdown(comparison.bench),
-                highlight=False, markup=False, soft_wrap=True,
-            )  # fmt: skip
-        for title, header, body in comparing.bench_speedups(comparison.bench):
-            if format is CompareFormat.table:
-                out.print(comparing.rich_table(title, header, body, left=1))
-        return
     if format is CompareFormat.table:
-        for table in comparing.to_rich(comparison, per_run=per_run):
-            out.print(table)
+        width = out.width
+        for part in comparing.render_tables(comparison, per_run=per_run, bench=bench, width=width):
+            out.print(part)
         return
-    if format is CompareFormat.html:
-        from zoo import report
-
-        if out_file is None:
-            raise ZooError("--format html writes a file: pass --out report.html.")
-        text = report.render(comparison)
-    else:
-        text = (
-            comparing.to_markdown(comparison, per_run=per_run)
-            if format is CompareFormat.markdown
-            else comparing.to_csv(comparison)
-        )
+    text = comparing.render(comparison, format.value, per_run=per_run, bench=bench)
     if out_file is None:
         out.print(text, highlight=False, markup=False, soft_wrap=True)
     else:
@@ -555,29 +598,32 @@ def compare_(
 
 
 def markdown_for(args: list[str]) -> str:
-    """`zoo compare ARGS --format markdown`'s text, for the tables kept in README files."""
-    from typer.testing import CliRunner
+    """`zoo compare ARGS --format markdown`'s text, for the tables kept in README files: ARGS
+    are parsed by the compare command's own options, so the two cannot disagree."""
+    from zoo import compare as comparing
 
-    result = CliRunner().invoke(app, ["compare", *args, "--format", "markdown"])
-    if result.exit_code != 0:
-        raise ZooError(f"`zoo compare {' '.join(args)}` failed: {result.output.strip()}")
-    return result.stdout
+    group = typer.main.get_command(app)
+    command = group.get_command(typer.Context(group), "compare")
+    try:
+        options = command.make_context("zoo compare", list(args)).params
+    except typer.BadParameter.__base__ as error:  # click's UsageError, whichever click Typer uses
+        raise ZooError(f"`zoo compare {' '.join(args)}`: {error.format_message()}") from None
+    filters = ("task", "dataset", "model", "sort", "baseline", "trials")
+    comparison = comparing.compare(options["results_dir"], **{k: options[k] for k in filters})
+    return comparing.render(
+        comparison, "markdown", per_run=options["per_run"], bench=options["bench"]
+    )
 
 
 @app.command()
 @user_errors
 def explain(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")],
+    run_dir: RunDir,
     images: Annotated[
         list[Path] | None,
         typer.Argument(help="Images to explain; default: the test examples of the run's figures."),
     ] = None,
-    method: Annotated[
-        str,
-        typer.Option(
-            help="all, saliency, integrated-gradients, gradcam, activation-max or confused."
-        ),
-    ] = "all",
+    method: Annotated[ExplainMethod, typer.Option(help="What to draw.")] = ExplainMethod.all,
     layer: Annotated[
         str | None,
         typer.Option(help="Conv layer for Grad-CAM and channel images; default: the last conv."),
@@ -593,10 +639,12 @@ def explain(
         Path | None,
         typer.Option("--out", help="Where figures go; default RUN_DIR/figures/explain."),
     ] = None,
-    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
-    steps: Annotated[int, typer.Option(help="Gradient-ascent steps of activation-max.")] = 200,
+    checkpoint: CheckpointOption = Checkpoint.best,
+    device: DeviceOption = "auto",
+    data_dir: DataDirOption = None,
+    steps: Annotated[
+        int, typer.Option(min=1, help="Gradient-ascent steps of activation-max.")
+    ] = 200,
 ):
     """What a trained network looks at (saliency, integrated gradients, Grad-CAM with Captum),
     what its classes and channels respond to (activation maximisation), and which classes it
@@ -604,23 +652,16 @@ def explain(
     from zoo.explain import explain_run
     from zoo.runtime import resolve_device
 
-    if checkpoint not in ("best", "last"):
-        raise ZooError(f"--checkpoint must be best or last, got {checkpoint!r}.")
-    if steps < 1:
-        raise ZooError(f"--steps must be at least 1, got {steps}.")
     done = explain_run(
-        run_dir, images or [], method=method, layer=layer, target=target, out=out_dir,
-        checkpoint=f"{checkpoint}.safetensors", device=resolve_device(device),
+        run_dir, images or [], method=method.value, layer=layer, target=target, out=out_dir,
+        checkpoint=f"{checkpoint.value}.safetensors", device=resolve_device(device),
         data_dir=str(data_dir) if data_dir else None, steps=steps,
     )  # fmt: skip
     for line in done.lines:
         out.print(line, highlight=False, soft_wrap=True)
     for path in done.figures:
         out.print(f"Figure: {path}", highlight=False, soft_wrap=True)
-    for error in done.errors:
-        err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
-    if done.errors:
-        raise typer.Exit(1)
+    report_errors(done.errors)
 
 
 class BenchMode(str, Enum):
@@ -642,61 +683,45 @@ def bench(
         typer.Option(help="Input size and classes of this dataset; default: each model's."),
     ] = None,
     amp: Annotated[bool, typer.Option(help="Mixed precision (CUDA; CPU only bf16).")] = False,
-    amp_dtype: Annotated[str, typer.Option(help="float16 or bfloat16.")] = "float16",
+    amp_dtype: Annotated[AmpDtype, typer.Option(help="Autocast dtype.")] = AmpDtype.float16,
     channels_last: Annotated[bool, typer.Option(help="NHWC memory format.")] = True,
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile (its time reported apart).")
     ] = False,
     batch_size: Annotated[
-        int | None, typer.Option(help="Images per batch; default 128, segmentation 8.")
+        int | None, typer.Option(min=1, help="Images per batch; default 128, segmentation 8.")
     ] = None,
     img_size: Annotated[
-        int | None, typer.Option(help="Square input side; default the dataset's.")
+        int | None, typer.Option(min=1, help="Square input side; default the dataset's.")
     ] = None,
     mode: Annotated[
         BenchMode, typer.Option(help="Inference, training step, or both.")
     ] = BenchMode.both,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    repeats: Annotated[int, typer.Option(help="Timed repeats; all iterations are kept.")] = 3,
+    device: DeviceOption = "auto",
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; all are kept.")] = 3,
     budget: Annotated[
         float,
         typer.Option(
-            help="Seconds of timed iterations per model and mode (at least 5 "
-            "iterations per repeat whatever the budget)."
+            min=0,
+            help="Seconds of timed iterations per model and mode, split evenly over the repeats; "
+            "whatever the budget, each repeat times at least ceil(6/repeats) iterations.",
         ),
     ] = 6.0,
     retry: Annotated[bool, typer.Option(help="Halve the batch on CUDA out-of-memory.")] = True,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where the bench files go.")] = Path(
-        "results/bench"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Bench files' folder (rows merge into existing files).")
+    ] = Path("results/bench"),
 ):
     """Throughput, latency (median, p90, p99, IQR), peak memory, FLOPs and FLOP utilisation of
-    models on synthetic input, each in a fresh process; rows go to one CSV/JSON per setting."""
+    models on synthetic input, each in a fresh process; rows are merged into one CSV/JSON per
+    setting."""
     from zoo import bench as benching
-    from zoo.config import AmpDtype
-    from zoo.registry import get_model_entry, list_models
     from zoo.results import check_writable
     from zoo.runtime import resolve_device, resolve_precision
 
-    if all_models == bool(models):
-        raise ZooError("Name the models to bench, or pass --all (not both).")
-    if amp_dtype not in [d.value for d in AmpDtype]:
-        raise ZooError(f"Unknown --amp-dtype {amp_dtype!r}; choose float16 or bfloat16.")
-    for name, value, low in (("--repeats", repeats, 1), ("--budget", budget, 0)):
-        if value < low:
-            raise ZooError(f"{name} must be at least {low}, got {value}.")
-    if batch_size is not None and batch_size < 1:
-        raise ZooError(f"--batch-size must be at least 1, got {batch_size}.")
-    chosen_task = task.value if task else None
-    if dataset is not None:
-        from zoo.data import get_dataset_info
-
-        chosen_task = get_dataset_info(dataset).task
-    names = list_models("*", chosen_task) if all_models else list(models)
-    for name in names:
-        get_model_entry(name)  # unknown names: one sentence with close matches, before any work
+    names = benching.select_models(models, all_models, task, dataset)
     resolved = resolve_device(device)
-    precision = resolve_precision(resolved, amp, amp_dtype)
+    precision = resolve_precision(resolved, amp, amp_dtype.value)
     if precision.warning:
         err.print(f"[yellow]Warning:[/yellow] {precision.warning}", highlight=False)
     check_writable(out_dir)
@@ -709,39 +734,30 @@ def bench(
         soft_wrap=True,
     )
     setting = dict(
-        device=str(resolved), amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
+        device=str(resolved), amp=amp, amp_dtype=amp_dtype.value, channels_last=channels_last,
         compile=compile, batch_size=batch_size, img_size=img_size, dataset=dataset,
         repeats=repeats, budget=budget, retry=retry,
     )  # fmt: skip
 
     def progress(row):
         if row["error"]:
-            err.print(
-                f"{row['mode']:>5} {row['model']}: [red]{row['error']}[/red]", highlight=False
-            )
+            text = f"[red]{row['error']}[/red]"
         else:
-            err.print(
-                f"{row['mode']:>5} {row['model']}: {row['images_per_second']:,.1f} img/s, "
-                f"{row['latency_ms_median']:.2f} ms/batch of {row['batch_size']}",
-                highlight=False,
+            text = (
+                f"{row['images_per_second']:,.1f} img/s, "
+                f"{row['latency_ms_median']:.2f} ms/batch of {row['batch_size']}"
             )
+        err.print(f"{row['mode']:>5} {row['model']}: {text}", highlight=False)
+
+    def note(text: str) -> None:
+        err.print(text, highlight=False, soft_wrap=True)
 
     try:
-        rows = benching.run_bench(names, setting, modes, out_dir, on_row=progress)
+        rows = benching.run_bench(names, setting, modes, out_dir, on_row=progress, on_note=note)
     except KeyboardInterrupt:
-        err.print("[red]Interrupted: the rows measured so far are in the bench files.[/red]")
+        err.print(
+            "[red]Interrupted: the rows measured so far are in the bench files; rows not "
+            "reached are unchanged.[/red]"
+        )
         raise typer.Exit(130) from None
-    table = Table("mode", "model", "batch", "images/s", "latency ms", "p90 ms", "peak MB",
-                  "GFLOPs/img", "MFU", "error", title=f"zoo bench ({precision.label})")  # fmt: skip
-    for row in rows:
-        ok = not row["error"]
-        table.add_row(
-            row["mode"], row["model"], str(row["batch_size"] or ""),
-            f"{row['images_per_second']:,.1f}" if ok else "",
-            f"{row['latency_ms_median']:.2f}" if ok else "",
-            f"{row['latency_ms_p90']:.2f}" if ok else "",
-            f"{row['peak_memory_mb']:,.0f}" if ok else "",
-            f"{row['flops_per_image'] / 1e9:.3f}" if ok else "",
-            f"{100 * row['mfu']:.1f}%" if ok else "", row["error"] or "",
-        )  # fmt: skip
-    out.print(table)
+    out.print(benching.result_table(rows, f"zoo bench ({precision.label})", width=out.width))

@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.config import TrainConfig
+from zoo.config import TrainConfig, to_flags
 from zoo.errors import ZooError
 from zoo.results import METRIC_LABELS, TASK_METRICS, RunRecord, load_runs
 
@@ -131,16 +131,8 @@ def recipe_key(config: TrainConfig) -> tuple:
 def recipe_summary(config: TrainConfig, task: str, default_dataset: str) -> str:
     """The options that differ from `zoo train MODEL`'s defaults, as you would type them."""
     defaults = TrainConfig(model=config.model).resolve(task, default_dataset).to_dict()
-    parts = []
-    for name, value in config.to_dict().items():
-        if name in NOT_RECIPE or name in ("model", "dataset") or value == defaults[name]:
-            continue
-        flag = f"--{name.replace('_', '-')}"
-        if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{name.replace('_', '-')}")
-        else:
-            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
-    return " ".join(parts) or "defaults"
+    skip = (*NOT_RECIPE, "model", "dataset")
+    return " ".join(to_flags(config.to_dict(), against=defaults, skip=skip, digits=6)) or "defaults"
 
 
 @dataclass
@@ -162,7 +154,7 @@ def compare(
     trials: bool = True,
 ) -> Comparison:
     """Read the run records and bench rows under `folder` and make the rows, per dataset."""
-    from zoo.bench import load_bench_rows
+    from zoo.benchfiles import load_bench_rows
     from zoo.registry import get_model_entry
 
     folder = Path(folder)
@@ -504,20 +496,90 @@ def to_csv(comparison: Comparison) -> str:
     return buffer.getvalue()
 
 
-def to_rich(comparison: Comparison, *, per_run: bool = False):
-    """The main tables as rich Tables, one per dataset (or one table of every run)."""
-    from rich.table import Table
-
+def to_rich(comparison: Comparison, *, per_run: bool = False, width: int = 80) -> list:
+    """The main tables as rich renderables that fit `width` columns, one table per dataset (or
+    one table of every run), each followed by its notes (recipe keys, columns left out)."""
     if per_run:
         header, body = run_rows(comparison)
-        table = Table(*header, title="runs")
-        for cells in body:
-            table.add_row(*(cell.strip("`") for cell in cells))
-        return [table]
-    return [
-        rich_table(f"{dataset} ({rows[0].task})", *main_table(rows))
-        for dataset, rows in comparison.rows.items()
+        body = [[cell.strip("`") for cell in cells] for cells in body]
+        wrap, first = ("device, precision", "test scores"), ("run", "test scores", "recipe", "seed")
+        return fitted_table("runs", header, body, width, wrap=wrap, first=first)
+    parts = []
+    for dataset, rows in comparison.rows.items():
+        parts += fitted_table(f"{dataset} ({rows[0].task})", *main_table(rows), width)
+    return parts
+
+
+# Kept first when a terminal is too narrow for every column; the others follow in table order.
+FIRST_COLUMNS = ("model", "n", "recipe", "Δ test vs baseline", "p (Welch)")
+
+
+def fitted_table(
+    title: str,
+    header: list[str],
+    body: list[list[str]],
+    width: int,
+    wrap: tuple = (),
+    first: tuple = FIRST_COLUMNS,
+) -> list:
+    """A rich Table of `header`/`body` no wider than `width`, with no number or name split
+    across lines: recipes longer than a key become keys (a, b, ...) explained under the
+    table, only the `wrap` columns wrap (at spaces), and the columns that do not fit are left
+    out and named under the table. Returns the table and its notes."""
+    import textwrap
+
+    from rich.table import Table
+    from rich.text import Text
+
+    body = [list(cells) for cells in body]
+    notes = []
+    if "recipe" in header:
+        column = header.index("recipe")
+        recipes = list(dict.fromkeys(cells[column] for cells in body))
+        if max(map(len, recipes)) > 8:
+            keys = {
+                recipe: chr(ord("a") + i) if i < 26 else str(i) for i, recipe in enumerate(recipes)
+            }
+            for cells in body:
+                cells[column] = keys[cells[column]]
+            notes += [f"{key}: {recipe}" for recipe, key in keys.items()]
+
+    def words(text: str) -> int:
+        return max((len(word) for word in text.split()), default=0)
+
+    widths = [
+        max([words(name)] + [words(c[i]) if name in wrap else len(c[i]) for c in body])
+        for i, name in enumerate(header)
     ]
+    order = sorted(
+        (i for i, name in enumerate(header) if name in first), key=lambda i: first.index(header[i])
+    )
+    order += [i for i, name in enumerate(header) if name.startswith("test ") and i not in order]
+    order += [i for i in range(len(header)) if i not in order]
+    kept, used = [], 1  # the table's left border
+    for i in order:
+        if used + widths[i] + 3 <= width:  # padding on both sides and a border
+            kept.append(i)
+            used += widths[i] + 3
+    kept.sort()
+    table = Table(title=title)
+    for i in kept:
+        name = header[i]
+        table.add_column(
+            textwrap.fill(name, widths[i]) if name not in wrap else name,
+            justify="left" if name in ("run", "model", "recipe", *wrap) else "right",
+            no_wrap=name not in wrap,
+            min_width=widths[i],
+        )
+    for cells in body:
+        table.add_row(*(cells[i] for i in kept))
+    left_out = [header[i] for i in range(len(header)) if i not in kept]
+    if left_out:
+        notes.append(
+            f"Not shown at this width: {', '.join(left_out)} (widen the terminal, or use "
+            "--format markdown or csv)."
+        )
+    return [table, *(Text(note) for note in notes)]
 
 
 def rich_table(title: str, header: list[str], body: list[list[str]], left: int = 2):
@@ -530,6 +592,43 @@ def rich_table(title: str, header: list[str], body: list[list[str]], left: int =
     for cells in body:
         table.add_row(*cells)
     return table
+
+
+def render_tables(
+    comparison: Comparison, *, per_run: bool = False, bench: bool = False, width: int = 80
+) -> list:
+    """What `zoo compare` prints, as rich renderables no wider than `width`: the main tables,
+    or with `bench` the bench speed-ups per device."""
+    if bench:
+        require_bench(comparison)
+        parts = []
+        for title, header, body in bench_speedups(comparison.bench):
+            parts += fitted_table(title, header, body, width)
+        return parts
+    return to_rich(comparison, per_run=per_run, width=width)
+
+
+def render(
+    comparison: Comparison, format: str, *, per_run: bool = False, bench: bool = False
+) -> str:
+    """The comparison as `markdown`, `csv` or `html` text (with `bench`: Markdown only)."""
+    if bench:
+        require_bench(comparison)
+        if format != "markdown":
+            raise ZooError("--bench shows tables: use --format table or markdown.")
+        return bench_markdown(comparison.bench)
+    if format == "html":
+        from zoo import report
+
+        return report.render(comparison)
+    if format == "markdown":
+        return to_markdown(comparison, per_run=per_run)
+    return to_csv(comparison)
+
+
+def require_bench(comparison: Comparison) -> None:
+    if not comparison.bench:
+        raise ZooError(f"{comparison.folder} holds no bench files; run `zoo bench` first.")
 
 
 # ----------------------------------------------------------------------------- tables in files

@@ -3,11 +3,16 @@
 `zoo train` has one option per field, with the field's name and help (`cli.config_options` builds
 them from this class), so the two cannot drift apart. Constructing a config only checks values; the
 model's defaults (dataset, batch sizes) are filled in by `resolve`, which returns a new config.
+
+The command-line spelling of a recipe lives here once: `to_flags` writes values as `zoo train`
+flags (for relaunched processes, compare's recipe column and the sweep's best command), and
+`parse_value` reads one flag's text back as its field's type (for the sweep's ranges).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field, fields
 from enum import Enum
 
@@ -179,3 +184,141 @@ class TrainConfig:
     def differences(self, other: TrainConfig) -> list[str]:
         """Names of the fields whose values differ."""
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
+def flag(name: str) -> str:
+    """The `zoo train` option of field `name`: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def field_types() -> dict[str, type]:
+    """TrainConfig field -> its value type (int, float, bool, str or an enum), None unwrapped."""
+    types = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        types[name] = args[0] if args else hint
+    return types
+
+
+def parse_value(name: str, kind: type, text: str):
+    """One command-line value of field `name`, as its type (enums as their strings); a ZooError
+    naming the option and what it takes otherwise."""
+    text = text.strip()
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if issubclass(kind, Enum):
+            return kind(text).value
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        if kind is bool:
+            valid = "true or false"
+        elif issubclass(kind, Enum):
+            valid = ", ".join(member.value for member in kind)
+        else:
+            valid = f"a{'n' if kind is int else ''} {kind.__name__}"
+        raise ZooError(f"{flag(name)} got {text!r}; give {valid}.") from None
+
+
+def to_flags(
+    values: dict, *, against: dict | None = None, skip: tuple[str, ...] = (), digits: int = 0
+) -> list[str]:
+    """TrainConfig values as `zoo train` flags, in the order given: booleans as --x / --no-x,
+    enums as their values, None left out. With `against` (e.g. the defaults' `to_dict()`), only
+    the values that differ from it. `digits` > 0 rounds floats to that many significant digits
+    for reading; 0 keeps them exact, for a command that must run the same recipe."""
+    argv = []
+    for name, value in values.items():
+        if name in skip or value is None or (against is not None and value == against.get(name)):
+            continue
+        if isinstance(value, bool):
+            argv.append(flag(name) if value else "--no-" + flag(name)[2:])
+            continue
+        if isinstance(value, Enum):
+            value = value.value
+        text = f"{value:.{digits}g}" if digits and isinstance(value, float) else str(value)
+        argv += [flag(name), text]
+    return argv
+
+
+RECORD_SCHEMA_VERSION = 2  # the run-record config.json that `read_recipe` reads (results.py)
+
+
+def read_recipe(path) -> dict:
+    """The TrainConfig values in a recipe file: a YAML or JSON mapping of field names (as
+    `--print-config` writes), or a run record's config.json (its `config`). Every key and value
+    is checked here, so a bad file fails before any work with one sentence naming it."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ZooError(f"Cannot read the recipe {path}: {error.strerror}.") from None
+    try:  # JSON is YAML, but JSON's own errors are clearer for a .json file
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        where = getattr(error, "problem_mark", None) or getattr(error, "lineno", None)
+        line = where.line + 1 if hasattr(where, "line") else where
+        raise ZooError(
+            f"The recipe {path} does not parse (line {line}); write it as YAML or JSON "
+            "`field: value` lines, as `zoo train MODEL --print-config` prints them."
+        ) from None
+    if isinstance(values, dict) and "config" in values and "schema_version" in values:
+        version = values["schema_version"]
+        if version != RECORD_SCHEMA_VERSION:
+            raise ZooError(
+                f"{path} is a run record of schema version {version}, and this zoo reads "
+                f"version {RECORD_SCHEMA_VERSION}; use the zoo version that wrote it, or copy "
+                "its recipe into a YAML file."
+            )
+        values = {RENAMED_FIELDS.get(k, k): v for k, v in values["config"].items()}
+    if not isinstance(values, dict):
+        raise ZooError(f"The recipe {path} must be a mapping of `field: value` lines.")
+    return {name: checked_value(path, name, value) for name, value in values.items()}
+
+
+def checked_value(path, name: str, value):
+    """`value` of field `name` from a recipe file, as TrainConfig takes it."""
+    import difflib
+
+    types = field_types()
+    if name not in types:
+        close = difflib.get_close_matches(name, list(types), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ZooError(f"The recipe {path} has an unknown field {name!r}.{hint}")
+    kind = types[name]
+    if value is None and name in NULLABLE_FIELDS:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if issubclass(kind, Enum) and value in [member.value for member in kind]:
+        return value
+    if type(value) is kind:
+        return value
+    raise ZooError(
+        f"The recipe {path} gives {name} = {value!r}; {flag(name)} takes "
+        f"{describe(kind)}{' or null' if name in NULLABLE_FIELDS else ''}."
+    )
+
+
+def describe(kind: type) -> str:
+    if issubclass(kind, Enum):
+        return "one of " + ", ".join(member.value for member in kind)
+    return {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "text")
+
+
+NULLABLE_FIELDS = tuple(
+    name
+    for name, hint in typing.get_type_hints(TrainConfig).items()
+    if type(None) in typing.get_args(hint)
+)

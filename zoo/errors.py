@@ -10,3 +10,7 @@ class UnknownNameError(ZooError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class ZooWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints it as one line)."""

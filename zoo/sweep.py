@@ -17,17 +17,28 @@ import difflib
 import json
 import multiprocessing
 import os
-import typing
 import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from zoo.config import TrainConfig
+from zoo.config import TrainConfig, field_types, flag, parse_value, to_flags
 from zoo.errors import ZooError
 
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "none")
+
+class Sampler(str, Enum):
+    tpe = "tpe"
+    random = "random"
+    grid = "grid"
+
+
+class Pruner(str, Enum):
+    median = "median"
+    none = "none"
+
+
+SAMPLERS = tuple(member.value for member in Sampler)
+PRUNERS = tuple(member.value for member in Pruner)
 NOT_SEARCHABLE = ("model", "out", "data_dir", "device", "weights")  # fixed values only
 STUDIES_FOLDER = "sweeps"  # <results>/sweeps/<study>/: study.db, figures/, trials/
 
@@ -91,45 +102,6 @@ def study_folder(out: str | Path, study: str) -> Path:
     return Path(out) / STUDIES_FOLDER / study.replace("/", "--")
 
 
-def field_types() -> dict[str, type]:
-    """TrainConfig field -> its value type (int, float, bool, str or an enum), None unwrapped."""
-    types = {}
-    for name, hint in typing.get_type_hints(TrainConfig).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        types[name] = args[0] if args else hint
-    return types
-
-
-def parse_value(name: str, kind: type, text: str):
-    """One command-line value of field `name`, as its type; ZooError naming the field."""
-    text = text.strip()
-    try:
-        if kind is bool:
-            if text.lower() not in ("true", "false"):
-                raise ValueError
-            return text.lower() == "true"
-        if issubclass(kind, Enum):
-            return kind(text).value
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        return text
-    except ValueError:
-        valid = (
-            "true or false"
-            if kind is bool
-            else ", ".join(m.value for m in kind)
-            if issubclass(kind, Enum)
-            else f"a{'n' if kind is int else ''} {kind.__name__}"
-        )
-        raise ZooError(f"--{dashed(name)} got {text!r}; give {valid}.") from None
-
-
-def dashed(name: str) -> str:
-    return name.replace("_", "-")
-
-
 def parse_option(name: str, spec: str | list) -> Param | object:
     """`spec` of field `name` -> a fixed value, or a Param: `low:high[:log]` (numbers) or
     `a,b,c` (choices); a list (from a space file) is a list of choices."""
@@ -151,20 +123,20 @@ def parse_option(name: str, spec: str | list) -> Param | object:
         parts = spec.split(":")
         log = len(parts) == 3 and parts[2] == "log"
         if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
-            raise ZooError(f"--{dashed(name)} {spec!r}: write a range as low:high or low:high:log.")
+            raise ZooError(f"{flag(name)} {spec!r}: write a range as low:high or low:high:log.")
         low, high = (parse_value(name, kind, part) for part in parts[:2])
         if not low < high:
-            raise ZooError(f"--{dashed(name)} {spec}: the range is empty; low must be below high.")
+            raise ZooError(f"{flag(name)} {spec}: the range is empty; low must be below high.")
         if log and low <= 0:
-            raise ZooError(f"--{dashed(name)} {spec}: a log range needs low > 0.")
+            raise ZooError(f"{flag(name)} {spec}: a log range needs low > 0.")
         return Param(name, low, high, log=log, integer=kind is int)
     if "," in spec:
         choices = tuple(parse_value(name, kind, part) for part in spec.split(",") if part.strip())
         if not choices:
-            raise ZooError(f"--{dashed(name)} {spec!r}: the list of choices is empty.")
+            raise ZooError(f"{flag(name)} {spec!r}: the list of choices is empty.")
         return Param(name, choices=tuple(dict.fromkeys(choices)))
     if not spec.strip():
-        raise ZooError(f"--{dashed(name)} is empty; give a value, a range or choices.")
+        raise ZooError(f"{flag(name)} is empty; give a value, a range or choices.")
     return parse_value(name, kind, spec)
 
 
@@ -205,7 +177,7 @@ def check_values(base: TrainConfig, params: tuple[Param, ...]) -> None:
                 dataclasses.replace(base, **{param.name: value})
             except ZooError as error:
                 raise ZooError(
-                    f"--{dashed(param.name)} {param.text()} reaches {value}, which a recipe cannot "
+                    f"{flag(param.name)} {param.text()} reaches {value}, which a recipe cannot "
                     f"take: {error}"
                 ) from None
 
@@ -487,8 +459,14 @@ def run_sweep(spec: SweepSpec, workers: int = 1, console=None) -> bool:
 
 
 def load_study(name: str, storage: str):
+    """An existing study; a ZooError when there is none (a missing SQLite file is not made)."""
     import optuna
 
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        raise ZooError(
+            f"There is no study {name!r}: {storage.removeprefix('sqlite:///')} does not exist; "
+            "check the study's name and --out (or --storage)."
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=name, storage=make_storage(storage))
@@ -523,15 +501,8 @@ def train_command(study, trial) -> str:
     config = dataclasses.replace(base, **trial.params).to_dict()
     entry = get_model_entry(base.model)
     defaults = TrainConfig(model=base.model).resolve(entry.task, entry.dataset).to_dict()
-    parts = ["zoo", "train", base.model]
-    for name, value in config.items():
-        if name in ("model", "out", "data_dir") or value == defaults[name]:
-            continue
-        if isinstance(value, bool):
-            parts.append(f"--{dashed(name)}" if value else f"--no-{dashed(name)}")
-        elif value is not None:
-            parts += [f"--{dashed(name)}", f"{value:g}" if isinstance(value, float) else str(value)]
-    return " ".join(parts)
+    flags = to_flags(config, against=defaults, skip=("model", "out", "data_dir"), digits=6)
+    return " ".join(["zoo", "train", base.model, *flags])
 
 
 def write_figures(study, folder: Path) -> list[Path]:

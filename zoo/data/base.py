@@ -61,9 +61,16 @@ def get_dataset_info(name: str) -> DatasetInfo:
     return DATASETS.get(name).info
 
 
+def cache_root() -> Path:
+    """zoo's folder in the user's cache: `$ZOO_CACHE`, else `$XDG_CACHE_HOME/zoo`, else
+    `~/.cache/zoo`. Downloads and decode caches go here, never into a data folder."""
+    if os.environ.get("ZOO_CACHE"):
+        return Path(os.environ["ZOO_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo"
+
+
 def default_data_root() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "zoo" / "data"
+    return cache_root() / "data"
 
 
 def resolve_data_root(data_dir: str | Path | None = None) -> Path:

@@ -92,7 +92,6 @@ def load_mini_facade(root: Path, download: bool = True, skip_bad: bool = False) 
         decoded = pairs.decode_pairs(
             f"mini-facade-{sub}",
             pairs.find_pairs(folder / sub, folder / sub),
-            root,
             num_classes=MINI_FACADE.num_classes,
             skip_bad=skip_bad,
         )
@@ -147,7 +146,6 @@ def load_cmp_facade(root: Path, download: bool = True, skip_bad: bool = False) -
     decoded = pairs.decode_pairs(
         "cmp-facade",
         pairs.find_pairs(folder / "images", folder / "labels"),
-        root,
         num_classes=CMP_FACADE.num_classes,
         label_offset=1,
         skip_bad=skip_bad,

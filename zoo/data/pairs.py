@@ -1,9 +1,10 @@
 """Photo/mask pairs for segmentation datasets: finding them, reading them, and the decode cache.
 
-Every photo and label map is decoded once into uint8 arrays that are cached under the data root
-(`<root>/.zoo-cache/`, or `~/.cache/zoo/decoded/` when the root is read-only), keyed by the
-source files' names, sizes and modification times, so no epoch and no later run decodes again,
-and editing, adding or removing a file invalidates the cache.
+Every photo and label map is decoded once into uint8 arrays that are cached in the user's cache
+folder (`~/.cache/zoo/decoded/`, see `base.cache_root`; never in the data folder, which may be
+read-only or shared), keyed by the source files' paths, sizes and modification times, so no
+epoch and no later run decodes again, and editing, adding or removing a file invalidates the
+cache. A cache folder that cannot be written costs time only: one warning, and no cache.
 
 A bad pair (unreadable image, missing mask, sizes that differ, ids outside the classes) is an
 error naming the file; with `skip_bad` it is left out and listed instead.
@@ -14,18 +15,18 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from zoo.data.base import Arrays, default_data_root
+from zoo.data.base import Arrays, cache_root
 from zoo.data.images import BadImage, read_image, read_mask
-from zoo.errors import ZooError
+from zoo.errors import ZooError, ZooWarning
 
 CACHE_VERSION = 1  # bump when the decoding changes, so old caches are not reused
-CACHE_FOLDER = ".zoo-cache"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SIZE = (256, 256)  # (H, W) every sample is stored at
 SKIP_HINT = "fix or remove it, or pass --skip-bad-samples to leave such files out"
@@ -97,39 +98,27 @@ def fingerprint(pairs: list[tuple[Path, Path]], *parameters) -> str:
     return digest.hexdigest()[:16]
 
 
-def user_cache_folder() -> Path:
-    return default_data_root().parent / "decoded"
-
-
-def marked_read_only(path: Path) -> bool:
-    """The nearest existing folder of `path` has no write bit set at all (r-x for everyone).
-
-    Such a folder is read-only by intent even where the process could still write to it
-    (as root does), so the cache must not be put there.
-    """
-    for folder in (path, *path.parents):
-        if folder.exists():
-            return folder.stat().st_mode & 0o222 == 0
-    return False
-
-
-def writable_folder(folder: Path) -> bool:
-    if marked_read_only(folder):
-        return False
+def cache_folder() -> Path | None:
+    """The decode cache's folder, or None (after one warning) when it cannot be written."""
+    folder = cache_root() / "decoded"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            return True
-    except OSError:
-        return False
-
-
-def cache_folder(root: Path) -> Path | None:
-    """`<root>/.zoo-cache`, else the user cache when the root is read-only; None if neither."""
-    for folder in (root / CACHE_FOLDER, user_cache_folder()):
-        if writable_folder(folder):
             return folder
-    return None
+    except OSError as error:
+        if str(folder) not in WARNED:
+            WARNED.add(str(folder))
+            warnings.warn(
+                ZooWarning(
+                    f"The cache folder {folder} cannot be written ({error.strerror}); going on "
+                    "without a decode cache (set ZOO_CACHE to a writable folder to keep one)."
+                ),
+                stacklevel=2,
+            )
+        return None
+
+
+WARNED: set[str] = set()  # cache folders already warned about, once per process
 
 
 def load_cache(path: Path) -> Decoded | None:
@@ -194,14 +183,13 @@ def decode_files(pairs: list[tuple[Path, Path]], num_classes: int, offset: int) 
 def decode_pairs(
     key: str,
     pairs: list[tuple[Path, Path]],
-    root: Path,
     *,
     num_classes: int,
     label_offset: int = 0,
     skip_bad: bool = False,
 ) -> Decoded:
     """All usable pairs as uint8 arrays, through the cache; a bad pair raises unless `skip_bad`."""
-    folder = cache_folder(root)
+    folder = cache_folder()
     digest = fingerprint(pairs, num_classes, label_offset)
     cache_path = folder / f"{key}-{digest}.npz" if folder is not None else None
     decoded = load_cache(cache_path) if cache_path is not None else None

@@ -31,7 +31,11 @@ def resolve_segfolder(name: str) -> Entry:
     path = Path(name.split(":", 1)[1]).expanduser()
     if not path.is_dir():
         raise ZooError(f"{path} is not a folder; use segfolder:PATH with a folder of photos+masks.")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and pairs.CACHE_FOLDER not in p.parts)
+    files = sorted(  # hidden files and folders (.DS_Store, an old .zoo-cache) are not data
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
     return _segfolder_entry(str(path.resolve()), name, pairs.fingerprint([(f, f) for f in files]))
 
 
@@ -52,7 +56,7 @@ def _segfolder_entry(path_text: str, name: str, files_digest: str) -> Entry:
 
     def decode(part: str, skip_bad: bool) -> pairs.Decoded:
         return pairs.decode_pairs(
-            f"{key}-{part}", found[part], path, num_classes=num_classes, skip_bad=skip_bad
+            f"{key}-{part}", found[part], num_classes=num_classes, skip_bad=skip_bad
         )
 
     decoded_train = decode("train" if has_splits else "all", skip_bad=True)
