@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-all lint bench report tables report-screenshot clean
+.PHONY: install demo test test-all mutation lint bench report tables docs report-screenshot clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,12 @@ test: install
 test-all: install  # the slow tests too (pyproject's addopts skip them by default)
 	$(BIN)/pytest -q -m ""
 
+# Mutation testing of zoo's core with mutmut, a score per target in build/mutation/scores.txt
+# (docs/testing.md); `make mutation MUTATE=metrics` runs one target (tests/mutation.py lists them).
+MUTATE ?=
+mutation: install
+	$(BIN)/python tests/mutation.py $(MUTATE)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,8 +40,11 @@ bench: install
 report: install  # the self-contained HTML report of everything under results/
 	$(BIN)/zoo compare results --format html --out results/report.html
 
-tables: install  # the result tables in README.md and results/README.md, from the records
-	$(BIN)/zoo compare --refresh README.md --refresh results/README.md
+tables: install  # the result tables in README.md, docs/results.md and results/README.md, from the records
+	$(BIN)/zoo compare --refresh README.md --refresh docs/results.md --refresh results/README.md
+
+docs: install  # every command's --help in docs/commands.md
+	$(BIN)/python docs/commands.py
 
 report-screenshot: report  # what the report looks like, in headless Chromium
 	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \

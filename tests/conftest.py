@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -51,6 +52,33 @@ def tiny_root(tmp_path, monkeypatch) -> Path:
     return tmp_path / "data"
 
 
+# Fresh interpreters (a `zoo` subprocess, torchrun's workers, `zoo sweep --workers`) do not see
+# tiny_root's MD5 table, which lives in this process: this sitecustomize, first on their path,
+# installs it there too.
+SITECUSTOMIZE = """
+import json, os
+
+if "ZOO_TEST_FASHION_MNIST_MD5S" in os.environ:
+    from zoo.data import fashion_mnist
+
+    fashion_mnist.FILES = json.loads(os.environ["ZOO_TEST_FASHION_MNIST_MD5S"])
+"""
+
+
+@pytest.fixture
+def lookalike_env(tiny_root, tmp_path) -> dict[str, str]:
+    """The environment for zoo in a fresh interpreter that reads tiny_root: this checkout on the
+    path, and the look-alike's MD5 table installed there as tiny_root installs it here."""
+    hook = tmp_path / "lookalike-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hook), os.getcwd()]),
+        "ZOO_TEST_FASHION_MNIST_MD5S": json.dumps(fashion_mnist.FILES),
+    }
+
+
 def real_data_root() -> Path | None:
     root = os.environ.get("ZOO_DATA")
     if root and all((Path(root) / "fashion-mnist" / n).is_file() for n in fashion_mnist.FILES):
@@ -59,7 +87,9 @@ def real_data_root() -> Path | None:
 
 
 needs_real_data = pytest.mark.skipif(
-    real_data_root() is None, reason="set ZOO_DATA to a folder holding fashion-mnist/"
+    real_data_root() is None,
+    reason="checks the real Fashion-MNIST files: set ZOO_DATA to a folder whose fashion-mnist/ "
+    "holds the four official .gz files (CI sets ../shared/data)",
 )
 
 

@@ -161,6 +161,7 @@ def test_out_of_memory_halves_the_batch_and_says_so(monkeypatch, retry):
         assert row["error"].startswith("OutOfMemoryError") and row["images_per_second"] is None
 
 
+@pytest.mark.timeout(660)  # its command may take 600 s
 def test_the_independent_check_measures_both_ways_in_turn_and_writes_its_figures(tmp_path):
     """benchmarks/bench_check.py (the check of zoo bench's figures) runs end to end: zoo bench
     and the Timer each measure twice, and the verdict follows from the two medians. Whether they
@@ -261,6 +262,7 @@ app(prog_name="zoo")
 """
 
 
+@pytest.mark.timeout(660)  # its command may take 600 s
 def test_ctrl_c_after_the_first_row_keeps_it_and_every_row_not_measured(tmp_path):
     """Ctrl-C right after the first row is written (injected there: not speed dependent): the
     file holds that row and every committed row the run did not get to, nothing else changed."""

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from zoo import compare as comparing
 from zoo import results
-from zoo.bench import BENCH_COLUMNS, rows_csv
+from zoo.benchfiles import BENCH_COLUMNS, rows_csv
 from zoo.cli import app
 
 runner = CliRunner()
@@ -181,7 +181,10 @@ def test_the_tables_in_the_readmes_are_compares_output(tmp_path, monkeypatch):
     for name in listed.stdout.split():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(name, tmp_path / name)
-    readmes = {name: Path(name).read_text() for name in ("README.md", "results/README.md")}
+    readmes = {
+        name: Path(name).read_text()
+        for name in ("README.md", "docs/results.md", "results/README.md")
+    }
     monkeypatch.chdir(tmp_path)  # `zoo compare results ...` now reads the committed copy
     for name, text in readmes.items():
         copy = tmp_path / name.replace("/", "-")

@@ -1,42 +1,71 @@
 """Several processes as one run, with torchrun and gloo on this CPU (real processes on loopback).
 
-The workers are fresh interpreters, so they read the real Fashion-MNIST files (ZOO_DATA) on a
-slice (--limit-train); without them these tests skip, as the other real-data tests do.
+The workers are fresh interpreters reading the tests' Fashion-MNIST look-alike (tiny_root, whose
+MD5 table `lookalike_env` installs in them), so these tests need no ZOO_DATA.
 """
 
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
 
 import pytest
-from conftest import needs_real_data
 from test_train import run_folders
 
 from zoo import results
 
-pytestmark = needs_real_data
-TIMEOUT = 300  # seconds; a hang (one rank waiting for another forever) fails the test instead
-SLICE = ["--limit-train", "2048", "--epochs", "2"]
+TIMEOUT = 240  # seconds per command; a hang (one rank waiting for another forever) fails the test
+# Each test starts several fresh interpreters that import torch, a minute or more on a busy CPU.
+pytestmark = pytest.mark.timeout(600)
 
 
-def zoo(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    return subprocess.run(
-        [sys.executable, "-m", "zoo", *args], env=env, capture_output=True, text=True,
-        timeout=TIMEOUT, cwd=cwd,
-    )  # fmt: skip
+class Processes:
+    """Commands started in their own process groups, every group killed when the test ends, so
+    that a test stopped by a timeout leaves no torchrun agent or worker behind."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env, self.started = env, []
+
+    def start(self, *command: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, *command], env=self.env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        self.started.append(proc)
+        return proc
+
+    def run(self, *command: str) -> subprocess.CompletedProcess:
+        proc = self.start(*command)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+    def zoo(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run("-m", "zoo", *args)
+
+    def torchrun(self, *args: str) -> subprocess.Popen:
+        return self.start("-m", "torch.distributed.run", *args)
+
+    def kill_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
-def torchrun(*args):
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.fixture
+def processes(lookalike_env):
+    started = Processes({**lookalike_env, "OMP_NUM_THREADS": "1"})
+    yield started
+    started.kill_all()
 
 
-def test_two_processes_train_one_run_that_single_process_eval_agrees_with(tmp_path):
-    result = zoo("train", "baseline-cnn", "--nproc", "2", *SLICE, "--out", str(tmp_path))
+def test_two_processes_train_one_run_that_single_process_eval_agrees_with(
+    tiny_root, tmp_path, processes
+):
+    data = ["--data-dir", str(tiny_root)]
+    result = processes.zoo("train", "baseline-cnn", "--nproc", "2", "--epochs", "2", *data,
+                           "--out", str(tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_folders(tmp_path)
     record = results.read_record(run_dir)
@@ -45,35 +74,34 @@ def test_two_processes_train_one_run_that_single_process_eval_agrees_with(tmp_pa
     assert "2 processes" in result.stderr
 
     # The final metrics are those a single process computes from the checkpoint...
-    result = zoo("eval", str(run_dir), "--device", "cpu")
+    result = processes.zoo("eval", str(run_dir), "--device", "cpu", *data)
     assert result.returncode == 0, result.stderr
     again = results.read_record(run_dir)
     assert again.val == record.val and again.test == record.test
     # ... and the last epoch's validation scores, reduced over the two shards, are what one
     # process computes for the last weights (the loss up to the order of the float sums).
-    result = zoo("eval", str(run_dir), "--checkpoint", "last")
+    result = processes.zoo("eval", str(run_dir), "--checkpoint", "last", *data)
     assert result.returncode == 0, result.stderr
     last = results.read_record(run_dir)
     assert record.history[-1]["val_accuracy"] == pytest.approx(last.val["accuracy"], abs=1e-7)
     assert record.history[-1]["val_loss"] == pytest.approx(last.val["loss"], rel=1e-6)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def test_two_torchrun_launches_with_a_c10d_rendezvous_form_one_job(tiny_root, tmp_path, processes):
+    """What two machines do, each with one process: `--nnodes 2` and a shared endpoint. The
+    endpoint's store is hosted here, on a port the kernel picked (port 0) and this process holds:
+    a port found free and closed again may be taken before torchrun binds it."""
+    from torch.distributed import TCPStore
 
-
-def test_two_torchrun_launches_with_a_c10d_rendezvous_form_one_job(tmp_path):
-    """What two machines do, each with one process: `--nnodes 2` and a shared endpoint."""
-    endpoint = f"127.0.0.1:{free_port()}"
+    store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     node = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
-    node += ["--rdzv-endpoint", endpoint, "--rdzv-id", "zoo-test", "-m", "zoo", "train"]
-    node += ["baseline-cnn", *SLICE, "--out", str(tmp_path)]
-    nodes = [torchrun(*node) for _ in range(2)]
+    node += ["--rdzv-endpoint", f"127.0.0.1:{store.port}", "--rdzv-conf", "is_host=false"]
+    node += ["--rdzv-id", "zoo-test", "-m", "zoo", "train", "baseline-cnn", "--epochs", "2"]
+    node += ["--data-dir", str(tiny_root), "--out", str(tmp_path)]
+    nodes = [processes.torchrun(*node) for _ in range(2)]
     for proc in nodes:
         _, stderr = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 0, stderr.decode()
+        assert proc.returncode == 0, stderr
     (run_dir,) = run_folders(tmp_path)  # only global rank 0 wrote
     record = results.read_record(run_dir)
     assert record.status == "completed" and record.distributed["world_size"] == 2
@@ -88,9 +116,10 @@ steps = {"n": 0}
 
 def poisoned(logits, targets, label_smoothing=0.0):
     loss = original(logits, targets, label_smoothing)
-    steps["n"] += 1
-    if os.environ["RANK"] == "1" and steps["n"] >= 3:
-        return loss * float("nan")
+    if torch.is_grad_enabled():  # training, not evaluation
+        steps["n"] += 1
+        if os.environ["RANK"] == "1" and steps["n"] >= 3:
+            return loss * float("nan")
     return loss
 
 train.compute_loss = poisoned
@@ -99,15 +128,16 @@ app(sys.argv[1:])
 """
 
 
-def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
+def test_a_nan_on_one_rank_stops_every_rank(tiny_root, tmp_path, processes):
     script = tmp_path / "nan_on_rank_1.py"
     script.write_text(NAN_ON_RANK_1)
     out = tmp_path / "runs"
-    proc = torchrun(
+    # 180 training images in batches of 32, 16 a process: 6 steps an epoch, step 3 in epoch 1.
+    proc = processes.torchrun(
         "--standalone", "--nproc-per-node", "2", str(script), "train", "baseline-cnn",
-        *SLICE, "--out", str(out),
+        "--epochs", "2", "--batch-size", "32", "--data-dir", str(tiny_root), "--out", str(out),
     )  # fmt: skip
-    _, stderr = proc.communicate(timeout=TIMEOUT)  # no hang: both ranks stopped
+    proc.communicate(timeout=TIMEOUT)  # no hang: both ranks stopped
     assert proc.returncode != 0
     (run_dir,) = run_folders(out)
     record = results.read_record(run_dir)
@@ -115,12 +145,12 @@ def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
     assert "non-finite at epoch 1, step 3" in record.message, record.message
 
 
-def test_a_two_process_run_resumes_with_two_processes(tmp_path):
-    first = ["wide-leaky-cnn", "--nproc", "2", "--limit-train", "1024"]
-    result = zoo("train", *first, "--epochs", "1", "--out", str(tmp_path))
+def test_a_two_process_run_resumes_with_two_processes(tiny_root, tmp_path, processes):
+    first = ["wide-leaky-cnn", "--nproc", "2", "--data-dir", str(tiny_root)]
+    result = processes.zoo("train", *first, "--epochs", "1", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_folders(tmp_path)
-    result = zoo("train", "--resume", str(run_dir), "--nproc", "2", "--epochs", "2")
+    result = processes.zoo("train", "--resume", str(run_dir), "--nproc", "2", "--epochs", "2")
     assert result.returncode == 0, result.stderr
     record = results.read_record(run_dir)
     assert record.status == "completed" and record.resumed == [1]

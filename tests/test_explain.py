@@ -8,10 +8,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from zoo import explain, results
-from zoo.checkpoint import load_run_model
 from zoo.cli import app
 from zoo.config import TrainConfig
 from zoo.run import train_run
+from zoo.weights import load_run_model
 
 runner = CliRunner()
 

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+import zoo
 from zoo.cli import app
 from zoo.errors import UnknownNameError, ZooError
 from zoo.registry import MODELS, create_model, get_model_entry, list_models
@@ -111,8 +112,8 @@ def test_smp_pads_to_the_output_stride_and_crops_back(size):
 
 def test_pretrained_missing_names_the_cache(empty_hub_cache):
     for name in ("timm/resnet18", "smp/unet-resnet34", "smp/unet-tu-convnext_atto"):
-        with pytest.raises(ZooError, match="No pretrained weights for") as info:
-            create_model(name, num_classes=3, in_chans=1, pretrained=True)
+        with pytest.raises(ZooError, match="No ImageNet weights for") as info:
+            create_model(name, num_classes=3, in_chans=1, imagenet=True)
         assert str(empty_hub_cache) in str(info.value) and "--weights" in str(info.value)
 
 
@@ -130,13 +131,13 @@ def test_pretrained_reads_weights_from_the_local_cache_offline(empty_hub_cache):
     published = timm.create_model("mobilenetv3_small_100")
     state = {k: v.contiguous() for k, v in published.state_dict().items()}
     save_file(state, str(repo / "snapshots" / commit / "model.safetensors"))
-    model = create_model("timm/mobilenetv3_small_100", num_classes=10, in_chans=3, pretrained=True)
+    model = create_model("timm/mobilenetv3_small_100", num_classes=10, in_chans=3, imagenet=True)
     torch.testing.assert_close(model.model.conv_stem.weight, published.conv_stem.weight)
 
 
-def test_pretrained_on_a_from_scratch_model_is_refused():
-    with pytest.raises(ZooError, match="no pretrained weights for baseline-cnn.*--weights"):
-        create_model("baseline-cnn", pretrained=True)
+def test_imagenet_on_a_from_scratch_model_is_refused():
+    with pytest.raises(ZooError, match="no ImageNet weights for baseline-cnn.*--weights"):
+        create_model("baseline-cnn", imagenet=True)
 
 
 def test_weights_round_trip(tmp_path):
@@ -145,7 +146,7 @@ def test_weights_round_trip(tmp_path):
     path = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     torch.manual_seed(1)
-    loaded = create_model("timm/mobilenetv3_small_100", num_classes=3, in_chans=1, weights=path)
+    loaded = zoo.create_model("timm/mobilenetv3_small_100", num_classes=3, in_chans=1, weights=path)
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), source(x))
@@ -154,19 +155,19 @@ def test_weights_round_trip(tmp_path):
 def test_weights_missing_or_mismatched_name_the_file(tmp_path):
     missing = tmp_path / "missing.safetensors"
     with pytest.raises(ZooError, match=f"{missing} does not exist"):
-        create_model("baseline-cnn", weights=missing)
+        zoo.create_model("baseline-cnn", weights=missing)
     path = tmp_path / "other.safetensors"
     model = create_model("baseline-cnn", num_classes=3)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     with pytest.raises(ZooError, match=f"{path} does not fit baseline-cnn"):
-        create_model("baseline-cnn", weights=path)  # 10 classes
+        zoo.create_model("baseline-cnn", weights=path)  # 10 classes
 
 
-def test_train_refuses_pretrained_without_weights(tiny_root, tmp_path):
+def test_train_refuses_imagenet_without_weights(tiny_root, tmp_path):
     runner = CliRunner()
     args = ["train", "baseline-cnn", "--data-dir", str(tiny_root), "--out", str(tmp_path / "runs")]
-    result = runner.invoke(app, [*args, "--pretrained"])
-    assert result.exit_code == 1 and "no pretrained weights for baseline-cnn" in result.output
+    result = runner.invoke(app, [*args, "--imagenet"])
+    assert result.exit_code == 1 and "no ImageNet weights for baseline-cnn" in result.output
     result = runner.invoke(app, [*args, "--weights", str(tmp_path / "nope.safetensors")])
     assert result.exit_code == 1 and "nope.safetensors does not exist" in result.output
     assert not (tmp_path / "runs").exists()  # refused before any run folder was made

@@ -283,7 +283,7 @@ def test_a_full_disk_during_a_write_keeps_the_previous_file_and_says_so(tiny_roo
     files = json.dumps(fashion_mnist_files(tiny_root))
     proc = subprocess.run(
         [sys.executable, "-c", FULL_DISK, files, json.dumps(config)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     (run_dir,) = [p for p in tmp_path.glob("*/*/*") if p.is_dir()]

@@ -7,7 +7,7 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
+from datetime import datetime, timezone
 
 import pytest
 import torch
@@ -120,34 +120,32 @@ def test_resume_of_a_folder_without_a_training_state_is_one_sentence(tmp_path):
 
 KILLER = """
 import json, os, signal, sys
-from zoo.data import fashion_mnist
 from zoo.config import TrainConfig
 from zoo.run import train_run
 from zoo.train import Callback
-
-fashion_mnist.FILES = json.loads(sys.argv[1])
 
 class KillMidEpoch2(Callback):
     def on_log(self, loop, step, loss, accuracy, images):
         if loop.epoch == 1:  # one epoch done: SIGKILL in the middle of the second
             os.kill(os.getpid(), signal.SIGKILL)
 
-config = TrainConfig(**json.loads(sys.argv[2]))
+config = TrainConfig(**json.loads(sys.argv[1]))
 train_run(config, callbacks=[KillMidEpoch2()])
 """
 
 
-def test_a_run_killed_mid_epoch_keeps_whole_files_and_resumes_exactly(tiny_root, tmp_path):
+def test_a_run_killed_mid_epoch_keeps_whole_files_and_resumes_exactly(
+    tiny_root, lookalike_env, tmp_path
+):
     # batch 4: 45 steps an epoch, so the kill at step LOG_EVERY = 25 is mid-epoch.
     config = {
         "model": "wide-leaky-cnn", "epochs": 3, "batch_size": 4, "augment": True, "seed": 7,
         "data_dir": str(tiny_root), "out": str(tmp_path / "killed"),
     }  # fmt: skip
-    files = json.dumps(fashion_mnist_files(tiny_root))
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.run(
-        [sys.executable, "-c", KILLER, files, json.dumps(config)], env=env, capture_output=True
-    )
+        [sys.executable, "-c", KILLER, json.dumps(config)], env=lookalike_env, capture_output=True,
+        timeout=240,
+    )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     (run_dir,) = run_folders(tmp_path / "killed")
     # Every file is whole: JSON parses, the CSV has the completed epoch, tensors load.
@@ -177,39 +175,50 @@ def test_a_run_that_is_still_training_cannot_be_resumed_twice(uninterrupted):
     assert not results.run_is_active(uninterrupted)
 
 
-CONCURRENT = """
-import json, sys, time
-from zoo.data import fashion_mnist
-fashion_mnist.FILES = json.loads(sys.argv[1])
+SAME_SECOND = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+IN_THE_SAME_SECOND = f"""
+import sys
+from datetime import datetime
+from zoo import results
+
+results.utc_now = lambda: datetime.fromisoformat("{SAME_SECOND.isoformat()}")
 from zoo.cli import app
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))  # every process reaches this line, then all go
-app(sys.argv[3:], standalone_mode=False)
+app(sys.argv[1:], standalone_mode=False)
 """
 
 
-def test_concurrent_runs_into_one_folder_get_distinct_run_folders(tiny_root, tmp_path):
+def test_runs_started_in_the_same_second_get_numbered_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "utc_now", lambda: SAME_SECOND)
+    folders = [results.new_run_dir(tmp_path, "fashion-mnist", "timm/resnet18") for _ in range(3)]
+    assert [folder.name for folder in folders] == [
+        "20260102-030405", "20260102-030405-2", "20260102-030405-3",
+    ]  # fmt: skip
+    assert all(folder.parent == tmp_path / "fashion-mnist" / "timm--resnet18" for folder in folders)
+
+
+def test_concurrent_runs_into_one_folder_get_distinct_run_folders(
+    tiny_root, lookalike_env, tmp_path
+):
+    """Three processes whose clocks say the same second (injected, not timed) train into one
+    folder at once: each gets a run folder of its own, and each run completes."""
     out = tmp_path / "shared"
-    files = json.dumps(fashion_mnist_files(tiny_root))
-    start = str(int(time.time()) + 8.2)  # a little after a second boundary, once all started
     args = ["train", "baseline-cnn", "--epochs", "1", "--data-dir", str(tiny_root)]
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CONCURRENT, files, start, *args, "--out", str(out)],
-            env=env,
+            [sys.executable, "-c", IN_THE_SAME_SECOND, *args, "--out", str(out)],
+            env=lookalike_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for _ in range(3)
     ]
     for proc in procs:
         _, stderr = proc.communicate(timeout=240)
         assert proc.returncode == 0, stderr.decode()
     folders = run_folders(out)
-    assert len(folders) == 3, folders
-    stamps = {folder.name[:15] for folder in folders}
-    assert len(stamps) < 3, f"the processes did not start in the same second: {folders}"
+    assert sorted(folder.name for folder in folders) == [
+        "20260102-030405", "20260102-030405-2", "20260102-030405-3",
+    ]  # fmt: skip
     for folder in folders:
         assert results.read_record(folder).status == "completed"
 

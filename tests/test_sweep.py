@@ -5,15 +5,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_real_data
 from typer.testing import CliRunner
 
 from zoo import results, sweep
@@ -164,36 +161,64 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_finished_trials(tiny_root, tmp_pat
     assert sweep.counted(study) == 3 and len(study.trials) == 4
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask() here
-def test_a_trial_whose_worker_was_killed_is_failed_and_done_again(tiny_root, tmp_path, monkeypatch):
+def age_heartbeat(storage_url: str, trial_id: int, seconds: int) -> None:
+    """Move a trial's last heartbeat `seconds` into the past, as if its worker had been silent
+    that long. Optuna compares heartbeats with the database's own clock, which a test cannot
+    set; this row of its SQLite schema is the one thing to change instead of waiting."""
+    import contextlib
+    import sqlite3
+
+    path = storage_url.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        changed = db.execute(
+            "UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, ?) WHERE trial_id = ?",
+            (f"-{seconds} seconds", trial_id),
+        ).rowcount
+    assert changed == 1, "no heartbeat row for the trial: has Optuna's storage schema changed?"
+
+
+def test_a_trial_whose_worker_was_killed_is_failed_and_done_again(tiny_root, tmp_path):
     from optuna.trial import TrialState
 
-    monkeypatch.setattr(sweep, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(sweep, "GRACE_SECONDS", 1)
-    options = {
-        "lr": "1e-3:3e-3:log",
-        "epochs": "1",
-        "data_dir": str(tiny_root),
-        "out": str(tmp_path),
-    }
+    options = {"lr": "1e-3:3e-3:log", "epochs": "1", "data_dir": str(tiny_root),
+               "out": str(tmp_path)}  # fmt: skip
     spec = sweep.make_spec("baseline-cnn", options, trials=1)
     study = sweep.open_study(spec)
-    lost = study.ask()  # a worker took this trial, beat once, and was killed
-    study._storage.record_heartbeat(lost._trial_id)
-    time.sleep(2.5)
+    # A worker took a trial, beat once and was killed: its last heartbeat is older than the
+    # grace period (by a minute, set rather than waited for).
+    storage = sweep.make_storage(spec.storage)
+    lost = storage.create_new_trial(storage.get_study_id_from_name(spec.study))
+    storage.record_heartbeat(lost)
+    age_heartbeat(spec.storage, lost, sweep.GRACE_SECONDS + 60)
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]
     assert sweep.counted(study) == 0
     assert sweep.run_sweep(spec) is False
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert sweep.counted(study) == 1, "the lost trial is not counted; a new one was done"
 
 
-def run_workers(tmp_path, storage: str, trials: int = 4):
-    """`zoo sweep --workers 2` in a real process, on a slice of the real data."""
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+# Three fresh interpreters importing torch and four trials with their figures: three minutes on a
+# busy two-core machine. A hang fails the test at this limit instead of blocking the suite.
+WORKERS_TIMEOUT = 540
+
+
+def run_workers(root, env, tmp_path, storage: str, trials: int = 4):
+    """`zoo sweep --workers 2` in a real process (its workers are fresh interpreters too), on
+    the tests' look-alike data; the process group is killed if it outlives the timeout."""
     command = [sys.executable, "-m", "zoo", "sweep", "baseline-cnn", "--trials", str(trials)]
-    command += ["--workers", "2", "--epochs", "1", "--limit-train", "512", "--study", "shared"]
+    command += ["--workers", "2", "--epochs", "1", "--data-dir", str(root), "--study", "shared"]
     command += ["--lr", "1e-4:1e-2:log", "--storage", storage, "--out", str(tmp_path)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=WORKERS_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def assert_each_trial_once(tmp_path, storage: str, trials: int = 4):
@@ -205,10 +230,12 @@ def assert_each_trial_once(tmp_path, storage: str, trials: int = 4):
     assert len({r.run_dir for r in records}) == trials
 
 
-@needs_real_data
-def test_two_workers_share_one_sqlite_study_without_losing_a_trial(tmp_path):
+@pytest.mark.timeout(WORKERS_TIMEOUT + 60)
+def test_two_workers_share_one_sqlite_study_without_losing_a_trial(
+    tiny_root, lookalike_env, tmp_path
+):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    result = run_workers(tmp_path, storage)
+    result = run_workers(tiny_root, lookalike_env, tmp_path, storage)
     assert result.returncode == 0, result.stderr
     assert_each_trial_once(tmp_path, storage)
 
@@ -218,20 +245,15 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def postgres():
-    """A throwaway PostgreSQL server on a free port, as the `postgres` user (initdb refuses
-    root), in a folder that user can reach; its URL, and it is stopped and removed afterwards."""
+    """A throwaway PostgreSQL server, as the `postgres` user (initdb refuses root), in a folder
+    that user can reach; its URL, and it is stopped and removed afterwards. It listens on a Unix
+    socket in that folder only: no TCP port, so none can be taken by another process first."""
     pytest.importorskip("psycopg", reason="needs the psycopg driver (pip install psycopg[binary])")
     bin_dir = postgres_bin()
     if bin_dir is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL's server is not installed (Debian package postgresql)")
+        pytest.skip("needs PostgreSQL's server (Debian package postgresql, which .ci/run installs)")
     home = Path(tempfile.mkdtemp(prefix="zoo-postgres-"))  # pytest's tmp_path is root-only
     os.chmod(home, 0o755)
     data = home / "data"
@@ -239,12 +261,11 @@ def postgres():
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:
         shutil.chown(data, "postgres")
-    port = free_port()
     subprocess.run(
         [*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "zoo"],
         check=True, capture_output=True,
     )  # fmt: skip
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    options = f"-k {data} -c listen_addresses=''"
     log = data / "server.log"  # the server must not hold our pipes open
     subprocess.run(
         [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log),
@@ -253,11 +274,10 @@ def postgres():
     )  # fmt: skip
     try:
         subprocess.run(
-            [*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-             "-U", "zoo", "sweeps"],
+            [*as_postgres, str(bin_dir / "createdb"), "-h", str(data), "-U", "zoo", "sweeps"],
             check=True, capture_output=True,
         )  # fmt: skip
-        yield f"postgresql://zoo@127.0.0.1:{port}/sweeps"
+        yield f"postgresql://zoo@/sweeps?host={data}"
     finally:
         subprocess.run(
             [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
@@ -266,9 +286,9 @@ def postgres():
         shutil.rmtree(home, ignore_errors=True)
 
 
-@needs_real_data
-def test_two_workers_share_one_postgresql_study(tmp_path, postgres):
-    result = run_workers(tmp_path, postgres)
+@pytest.mark.timeout(WORKERS_TIMEOUT + 60)
+def test_two_workers_share_one_postgresql_study(tiny_root, lookalike_env, tmp_path, postgres):
+    result = run_workers(tiny_root, lookalike_env, tmp_path, postgres)
     assert result.returncode == 0, result.stderr
     assert_each_trial_once(tmp_path, postgres)
 

@@ -2,10 +2,19 @@
 
 `import zoo` is light (no torch): the registries import the model and dataset families on their
 first lookup, so `zoo.create_model("baseline-cnn")` and `zoo.list_models()` just work.
+`zoo.create_model("unet-small", pretrained=True)` loads zoo's published weights, and
+`zoo.get_weights("unet-small")` tells where they came from (see docs/weights.md).
 """
 
-__version__ = "0.1.0"
+from zoo.registry import list_models, register_model
+from zoo.version import __version__
+from zoo.weights import create_model, get_weights, list_weights
 
-from zoo.registry import create_model, list_models, register_model  # noqa: E402
-
-__all__ = ["__version__", "create_model", "list_models", "register_model"]
+__all__ = [
+    "__version__",
+    "create_model",
+    "get_weights",
+    "list_models",
+    "list_weights",
+    "register_model",
+]

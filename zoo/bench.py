@@ -33,6 +33,7 @@ from zoo.benchfiles import (
 )
 from zoo.errors import ZooError
 from zoo.peaks import apply_peak, cpu_identity, machine_peak, outruns, raise_peak
+from zoo.progress import phase
 
 # ----------------------------------------------------------------------------- measuring
 
@@ -404,7 +405,8 @@ def run_bench(
     for stem in stems.values():
         read_bench_file(out, stem)  # a file it cannot merge into: a ZooError naming it
     seconds = max(0.5, min(2.0, first.budget))
-    peak = machine_peak(device, precision, seconds)
+    with phase(f"measuring the peak FLOP/s of {device}"):
+        peak = machine_peak(device, precision, seconds)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run = {"measured_at": stamp, "environment": env, "setting": setting_args,
            "models": list(models)} | peak.columns()  # fmt: skip
@@ -412,11 +414,14 @@ def run_bench(
     everything: list[dict] = []
     for mode in modes:
         setting = Setting(mode=mode, **setting_args)
-        for model in models:
-            row = measure_in_child(model, setting) | {"measured_at": stamp}
+        for number, model in enumerate(models, start=1):
+            # on_row tells how each went: a log needs no line of its own for the model
+            with phase(f"{mode} {model} ({number}/{len(models)})", log=False):
+                row = measure_in_child(model, setting) | {"measured_at": stamp}
             raised = outruns(row, peak)
             if raised:  # every row of this run gets the new peak, in both modes' files
-                peak = raise_peak(peak, row, device, precision, seconds)
+                with phase(f"raising the peak FLOP/s of {device}"):
+                    peak = raise_peak(peak, row, device, precision, seconds)
                 run |= peak.columns()
                 for earlier in everything:
                     apply_peak(earlier, peak)

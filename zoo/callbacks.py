@@ -13,7 +13,15 @@ import statistics
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from zoo import results
 from zoo.checkpoint import BEST, LAST, STATE, load_training_state, save_training_state, save_weights
@@ -31,13 +39,16 @@ class ConsoleProgress(Callback):
 
     def on_fit_start(self, loop: Loop) -> None:
         self.progress = Progress(
+            SpinnerColumn(),  # alive between the updates, every LOG_EVERY steps
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
+            disable=not self.console.is_interactive,  # a log gets the epoch lines only
         )
         self.progress.start()
 

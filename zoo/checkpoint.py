@@ -67,9 +67,13 @@ def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str]) -
 
 
 def looks_like_pickle(path: Path) -> bool:
-    """torch.save writes a zip archive (PK..) or, before PyTorch 1.6, a raw pickle (0x80 ..)."""
+    """torch.save writes a zip archive (PK..) or, before PyTorch 1.6, a raw pickle (0x80 ..).
+    A safetensors file starts with its header's length (8 bytes, little-endian, whose first
+    byte may be anything) and then the header's `{`."""
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    if head[8:9] == b"{":
+        return False
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
@@ -228,25 +232,3 @@ def load_training_state(path: Path, trainer, generator: torch.Generator) -> dict
             f"Training state {path} does not fit this run ({first_line}); {fix}"
         ) from None
     return progress
-
-
-# ----------------------------------------------------------------------------- a run's model
-
-
-def load_run_model(
-    record, checkpoint: str, device: torch.device, *, channels_last: bool | None = None
-):
-    """(model holding the run's `checkpoint` weights, in eval mode on `device`, dataset info).
-
-    `record` is a results.RunRecord; `channels_last` defaults to the run's setting."""
-    from zoo.data.base import get_dataset_info
-    from zoo.registry import create_model
-    from zoo.runtime import place_model
-
-    info = get_dataset_info(record.dataset)
-    model = create_model(record.model, num_classes=info.num_classes, in_chans=info.in_chans)
-    layout = record.config.channels_last if channels_last is None else channels_last
-    place_model(model, device, layout)
-    fix = "train the run again, or use its other checkpoint (--checkpoint best or last)."
-    load_weights(model, record.run_dir / checkpoint, record.model, what="Checkpoint", fix=fix)
-    return model.eval(), info

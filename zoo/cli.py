@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from zoo import tables
+from zoo import progress, tables
 from zoo.config import AmpDtype, TrainConfig, read_recipe, to_flags
 from zoo.errors import ZooError, ZooWarning
 from zoo.sweep import Pruner, Sampler
@@ -54,8 +54,16 @@ class ExplainMethod(str, Enum):  # "all" and zoo.explain.METHODS (a test keeps t
 
 
 # Arguments and options several commands share.
-RunDir = Annotated[Path, typer.Argument(help="A run folder written by `zoo train`.")]
-CheckpointOption = Annotated[Checkpoint, typer.Option(help="The run's best or last checkpoint.")]
+SourceArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A run folder written by `zoo train`, or a model name with published weights "
+        "(e.g. unet-small, unet-small:cmp-facade; see `zoo weights`)."
+    ),
+]
+SourceCheckpointOption = Annotated[
+    Checkpoint | None, typer.Option(help="A run folder's best or last checkpoint; default best.")
+]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 DataDirOption = Annotated[
     Path | None, typer.Option(help="Data root; default: $ZOO_DATA, else ~/.cache/zoo/data.")
@@ -77,6 +85,7 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=version_callback, is_eager=True, help="Print it."),
@@ -84,6 +93,7 @@ def main(
 ) -> None:
     """zoo: train, evaluate and compare small-image vision models."""
     show_zoo_warnings_in_one_line()
+    context.with_resource(progress.reporting(err))  # every command's phases, on stderr
 
 
 def show_zoo_warnings_in_one_line() -> None:
@@ -299,19 +309,40 @@ def print_metrics(record) -> None:
 @app.command("eval")
 @user_errors
 def eval_(
-    run_dir: RunDir,
-    checkpoint: CheckpointOption = Checkpoint.best,
-    device: Annotated[str | None, typer.Option(help="Default: the run's device setting.")] = None,
+    source: SourceArgument,
+    checkpoint: SourceCheckpointOption = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Default: the run's device setting; published weights: the CPU."),
+    ] = None,
     data_dir: DataDirOption = None,
 ):
-    """Evaluate a run's checkpoint on val and test; rewrite metrics.json and the figures."""
-    from zoo.evaluate import evaluate_run
+    """Evaluate a run's checkpoint on val and test (rewriting its metrics.json and figures), or
+    score published weights on the test split again and compare with the published metrics."""
     from zoo.runtime import resolve_device
+    from zoo.weights import source_weights
+
+    resolved = resolve_device(device) if device else None
+    found = source_weights(source)
+    if found is not None:
+        from zoo.publish import rescore
+
+        if checkpoint is not None:
+            raise ZooError(
+                f"--checkpoint picks a run folder's checkpoint, and {source} is published "
+                "weights (one file); drop --checkpoint."
+            )
+        err.print(f"Scoring {found.ref} on the {found.dataset} test split...", highlight=False)
+        rescored = rescore(found, device=resolved, data_dir=str(data_dir) if data_dir else None)
+        out.print(tables.rescored_table(rescored))
+        out.print(rescored_verdict(rescored), highlight=False, soft_wrap=True)
+        return
+    from zoo.evaluate import evaluate_run
 
     record = evaluate_run(
-        run_dir,
-        checkpoint=f"{checkpoint.value}.safetensors",
-        device=resolve_device(device) if device else None,
+        source,
+        checkpoint=f"{(checkpoint or Checkpoint.best).value}.safetensors",
+        device=resolved,
         data_dir=str(data_dir) if data_dir else None,
         console=err,
     )
@@ -321,24 +352,28 @@ def eval_(
 @app.command()
 @user_errors
 def predict(
-    run_dir: RunDir,
+    source: SourceArgument,
     images: Annotated[list[Path], typer.Argument(help="Image files to predict.")],
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Where masks go; default RUN_DIR/predictions.")
+        Path | None,
+        typer.Option(
+            "--out", help="Where masks go; default RUN_DIR/predictions (published: predictions/)."
+        ),
     ] = None,
-    checkpoint: CheckpointOption = Checkpoint.best,
+    checkpoint: SourceCheckpointOption = None,
     top_k: Annotated[int, typer.Option(help="Classes shown per image (classification).")] = 5,
     device: DeviceOption = "auto",
 ):
-    """Predict IMAGES with a run's checkpoint: top-k classes, or a colour-coded mask + overlay."""
+    """Predict IMAGES with a run's checkpoint or published weights: top-k classes, or a
+    colour-coded mask + overlay."""
     from zoo.predict import predict_files
     from zoo.runtime import resolve_device
 
     predictions, errors = predict_files(
-        run_dir,
+        source,
         images,
         out_dir=out_dir,
-        checkpoint=f"{checkpoint.value}.safetensors",
+        checkpoint=f"{checkpoint.value}.safetensors" if checkpoint else None,
         device=resolve_device(device),
         top_k=top_k,
     )
@@ -618,7 +653,7 @@ def markdown_for(args: list[str]) -> str:
 @app.command()
 @user_errors
 def explain(
-    run_dir: RunDir,
+    source: SourceArgument,
     images: Annotated[
         list[Path] | None,
         typer.Argument(help="Images to explain; default: the test examples of the run's figures."),
@@ -637,9 +672,12 @@ def explain(
     ] = None,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Where figures go; default RUN_DIR/figures/explain."),
+        typer.Option(
+            "--out",
+            help="Where figures go; default RUN_DIR/figures/explain (published: explain/MODEL).",
+        ),
     ] = None,
-    checkpoint: CheckpointOption = Checkpoint.best,
+    checkpoint: SourceCheckpointOption = None,
     device: DeviceOption = "auto",
     data_dir: DataDirOption = None,
     steps: Annotated[
@@ -653,8 +691,9 @@ def explain(
     from zoo.runtime import resolve_device
 
     done = explain_run(
-        run_dir, images or [], method=method.value, layer=layer, target=target, out=out_dir,
-        checkpoint=f"{checkpoint.value}.safetensors", device=resolve_device(device),
+        source, images or [], method=method.value, layer=layer, target=target, out=out_dir,
+        checkpoint=f"{checkpoint.value}.safetensors" if checkpoint else None,
+        device=resolve_device(device),
         data_dir=str(data_dir) if data_dir else None, steps=steps,
     )  # fmt: skip
     for line in done.lines:
@@ -761,3 +800,155 @@ def bench(
         )
         raise typer.Exit(130) from None
     out.print(benching.result_table(rows, f"zoo bench ({precision.label})", width=out.width))
+
+
+# ----------------------------------------------------------------------------- weights, export
+
+
+def rescored_verdict(rescored) -> str:
+    """One line: did scoring the published weights again give the published metrics?"""
+    key, published = rescored.weights.headline()
+    now = rescored.metrics.get(key)
+    worst = max(rescored.differences.values(), default=0.0)
+    what = f"test {key} {now:.4f}, published {published:.4f}"
+    if rescored.exact:
+        return f"Reproduced exactly: {what} (every score of {len(rescored.differences)} equal)."
+    setting = rescored.weights.evaluation
+    return (
+        f"Not exactly the published scores: {what}, largest difference {worst:.2g}; published on "
+        f"torch {setting.get('torch')} ({setting.get('device')}, batch {setting.get('batch_size')}"
+        f"), this is torch {rescored.evaluation['torch']} ({rescored.evaluation['device']}, batch "
+        f"{rescored.evaluation['batch_size']})."
+    )
+
+
+class DefaultListGroup(typer.core.TyperGroup):
+    """A group whose `list` subcommand may go unnamed: `zoo weights [PATTERN] [--format csv]` is
+    `zoo weights list ...`, while `zoo weights publish RUN_DIR` is its own subcommand."""
+
+    def parse_args(self, context, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(context, args)
+
+
+weights_app = typer.Typer(
+    cls=DefaultListGroup,
+    rich_markup_mode=None,
+    help="zoo's published weights: list them (`zoo weights [PATTERN]`), or publish a run's.",
+)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+@user_errors
+def weights_list(
+    pattern: Annotated[
+        str,
+        typer.Argument(help="Shell-style model filter, e.g. 'unet*'; plain words match anywhere."),
+    ] = "*",
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Every version, not only the newest.")
+    ] = False,
+    format: FormatOption = RowFormat.table,
+):
+    """The published weights, one table per dataset: test metric, parameters, GFLOPs, file
+    size and dtype (or "train to get weights"), and the recipe that trained them."""
+    from zoo.weights import list_weights, published_root
+
+    if not any(char in pattern for char in "*?["):
+        pattern = f"*{pattern}*"
+    rows = tables.weights_rows(list_weights(pattern, all_versions=all_versions))
+    if format is not RowFormat.table:
+        print_rows(rows, format, None)
+    elif not rows:
+        out.print(f"No published weights match {pattern!r} (in {published_root()}).")
+    else:
+        for part in tables.weights_tables(rows, width=out.width):
+            out.print(part)
+
+
+class StorageDtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+
+
+@weights_app.command("publish")
+@user_errors
+def weights_publish(
+    run_dir: Annotated[Path, typer.Argument(help="A completed run folder with best.safetensors.")],
+    note: Annotated[str, typer.Option(help="What changed in this version (for the changelog).")],
+    dtype: Annotated[
+        StorageDtype,
+        typer.Option(
+            help="auto: float16 when its test scores are within 0.001 of float32's, else float32."
+        ),
+    ] = StorageDtype.auto,
+    file: Annotated[
+        bool,
+        typer.Option(help="--no-file lists the version with its recipe and metrics only."),
+    ] = True,
+    data_dir: DataDirOption = None,
+    to: Annotated[
+        Path | None, typer.Option(help="Published-weights folder; default zoo/published/.")
+    ] = None,
+):
+    """Publish a run's best checkpoint as the next version of its model's weights: scored on the
+    test split (CPU, fp32), written with its metadata, and added to the changelog. An existing
+    version is never replaced."""
+    from zoo.publish import publish
+
+    def progress(text: str) -> None:
+        err.print(text, highlight=False, soft_wrap=True)
+
+    found = publish(
+        run_dir, note, dtype=dtype.value, with_file=file, root=to, on_progress=progress,
+        data_dir=str(data_dir) if data_dir else None,
+    )  # fmt: skip
+    key, score = found.headline()
+    stored = (
+        f"{found.dtype}, {found.file_size / 1e6:.1f} MB, sha256 {found.sha256[:12]}..."
+        if found.file
+        else "listed without a weights file"
+    )
+    out.print(
+        f"Published {found.ref} ({found.dataset}): test {key} {score:.4f}, {stored} -> "
+        f"{found.folder}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    pt2 = "pt2"
+    hub = "hub"
+
+
+@app.command("export")
+@user_errors
+def export_(
+    source: SourceArgument,
+    format: Annotated[
+        ExportFormat,
+        typer.Option(help="onnx, pt2 (torch.export: C++, mobile) or hub (Hugging Face folder)."),
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder the export goes to.")],
+    checkpoint: SourceCheckpointOption = None,
+    push: Annotated[
+        str | None,
+        typer.Option(help="With --format hub: upload the folder to this Hub repo (needs a token)."),
+    ] = None,
+):
+    """Export a run's checkpoint or published weights: ONNX (checked with onnxruntime), a
+    torch.export program (.pt2), or a folder the Hugging Face Hub takes as it is."""
+    from zoo.export import export
+
+    err.print(f"Exporting {source} as {format.value}...", highlight=False)
+    done = export(
+        source, format.value, out_dir,
+        checkpoint=f"{checkpoint.value}.safetensors" if checkpoint else None, push_to=push,
+    )  # fmt: skip
+    for line in done.lines:
+        out.print(line, highlight=False, soft_wrap=True)

@@ -42,7 +42,9 @@ TASK_DEFAULTS = {
     "classification": {"batch_size": 128, "eval_batch_size": 1024},
     "segmentation": {"batch_size": 8, "eval_batch_size": 16},
 }
-RENAMED_FIELDS = {"skip_bad": "skip_bad_samples"}  # old run records -> today's names
+# Old run records -> today's names. `pretrained` meant ImageNet weights; now that zoo's own
+# published weights are `zoo.create_model(name, pretrained=True)`, the recipe says `imagenet`.
+RENAMED_FIELDS = {"skip_bad": "skip_bad_samples", "pretrained": "imagenet"}
 
 
 def option(default, help: str):
@@ -89,7 +91,7 @@ class TrainConfig:
     sync_bn: bool = option(False, "Multi-process runs: synchronise BatchNorm statistics.")
     data_dir: str | None = option(None, "Data root; default: $ZOO_DATA, else ~/.cache/zoo/data.")
     out: str = option("results", "Where run folders go: OUT/<dataset>/<model>/<run-id>/.")
-    pretrained: bool = option(False, "timm/smp: start from ImageNet weights in the local cache.")
+    imagenet: bool = option(False, "timm/smp: start from ImageNet weights in the local cache.")
     weights: str | None = option(None, "Start from this safetensors state dict (any model).")
 
     def __post_init__(self) -> None:
@@ -247,7 +249,7 @@ def to_flags(
     return argv
 
 
-RECORD_SCHEMA_VERSION = 2  # the run-record config.json that `read_recipe` reads (results.py)
+RECORD_SCHEMA_VERSIONS = (1, 2)  # the run records' config.json that `read_recipe` reads
 
 
 def read_recipe(path) -> dict:
@@ -273,13 +275,13 @@ def read_recipe(path) -> dict:
             f"The recipe {path} does not parse (line {line}); write it as YAML or JSON "
             "`field: value` lines, as `zoo train MODEL --print-config` prints them."
         ) from None
-    if isinstance(values, dict) and "config" in values and "schema_version" in values:
-        version = values["schema_version"]
-        if version != RECORD_SCHEMA_VERSION:
+    if isinstance(values, dict) and isinstance(values.get("config"), dict):  # a run record
+        version = values.get("schema_version", 1)  # version 1 records did not say
+        if version not in RECORD_SCHEMA_VERSIONS:
             raise ZooError(
                 f"{path} is a run record of schema version {version}, and this zoo reads "
-                f"version {RECORD_SCHEMA_VERSION}; use the zoo version that wrote it, or copy "
-                "its recipe into a YAML file."
+                f"versions {' and '.join(map(str, RECORD_SCHEMA_VERSIONS))}; use the zoo "
+                "version that wrote it, or copy its recipe into a YAML file."
             )
         values = {RENAMED_FIELDS.get(k, k): v for k, v in values["config"].items()}
     if not isinstance(values, dict):

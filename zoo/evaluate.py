@@ -17,16 +17,19 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from zoo import results
-from zoo.checkpoint import BEST, load_run_model
+from zoo.checkpoint import BEST
 from zoo.data.base import DatasetInfo
 from zoo.data.splits import Split, Splits, iterate_batches, load_dataset
 from zoo.metrics import (
     classification_metrics,
     confusion_from_labels,
     iou_from_confusion,
+    predicted_labels,
     segmentation_metrics,
 )
+from zoo.progress import phase, reporting
 from zoo.runtime import Precision, autocast, resolve_device, resolve_precision
+from zoo.weights import load_run_model
 
 
 @dataclass
@@ -62,13 +65,18 @@ def forward_batches(
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, split: Split, info: DatasetInfo, **run) -> Predictions:
-    """Softmax scores, targets and mean loss of `model` over `split`; `run` is
-    forward_batches' device, precision, batch_size and channels_last."""
+def predict(
+    model: torch.nn.Module, split: Split, info: DatasetInfo, *, name: str = "", **run
+) -> Predictions:
+    """Softmax scores, targets and mean loss of `model` over `split` (`name`: val, test, as
+    its progress shows it); `run` is forward_batches' device, precision, batch_size and
+    channels_last."""
     scores, loss_sum = [], 0.0
-    for logits, targets in forward_batches(model, split, info, **run):
-        loss_sum += loss_of(logits, targets).item() * len(targets)
-        scores.append(logits.float().softmax(1).cpu())
+    with phase(f"{name} inference".lstrip(), total=len(split), unit="images") as advance:
+        for logits, targets in forward_batches(model, split, info, **run):
+            loss_sum += loss_of(logits, targets).item() * len(targets)
+            scores.append(logits.float().softmax(1).cpu())
+            advance(len(targets))
     return Predictions(torch.cat(scores), split.targets.long().cpu(), loss_sum / len(split))
 
 
@@ -82,12 +90,15 @@ def metrics_of(predictions: Predictions, info: DatasetInfo) -> dict:
 
 
 def evaluate(
-    model: torch.nn.Module, split: Split, info: DatasetInfo, **run
+    model: torch.nn.Module, split: Split, info: DatasetInfo, *, name: str = "", **run
 ) -> tuple[dict, Predictions]:
-    """(metrics, predictions) of `model` on `split`: what a run records, without a run folder.
-    `run` is forward_batches' device, precision, batch_size and channels_last."""
-    predictions = predict(model, split, info, **run)
-    return metrics_of(predictions, info), predictions
+    """(metrics, predictions) of `model` on `split` (`name`: val, test, for the progress):
+    what a run records, without a run folder. `run` is forward_batches' device, precision,
+    batch_size and channels_last."""
+    predictions = predict(model, split, info, name=name, **run)
+    with phase(f"{name} metrics".lstrip()):  # exact AP sorts every (pixel, class) score
+        metrics = metrics_of(predictions, info)
+    return metrics, predictions
 
 
 @torch.inference_mode()
@@ -98,10 +109,13 @@ def validation_counts(
     processes' shards add up to those of the whole split (see `validation_scores`)."""
     loss_sum = 0.0
     confusion = torch.zeros(info.num_classes, info.num_classes, dtype=torch.long)
-    for logits, targets in forward_batches(model, split, info, **run):
-        loss_sum += loss_of(logits, targets).item() * len(targets)
-        labels = logits.float().softmax(1).argmax(1)  # argmax of the scores evaluate() reports
-        confusion += confusion_from_labels(labels.cpu(), targets.cpu(), info.num_classes)
+    # The epoch's line says how validation went; a log needs no line of its own for it.
+    with phase("validation", total=len(split), unit="images", log=False) as advance:
+        for logits, targets in forward_batches(model, split, info, **run):
+            loss_sum += loss_of(logits, targets).item() * len(targets)
+            labels = predicted_labels(logits.float().softmax(1))  # as evaluate() labels them
+            confusion += confusion_from_labels(labels.cpu(), targets.cpu(), info.num_classes)
+            advance(len(targets))
     return {
         "loss_sum": torch.tensor(loss_sum, dtype=torch.float64),
         "samples": torch.tensor(len(split), dtype=torch.float64),
@@ -140,8 +154,8 @@ def score_run(
         device=device, precision=precision, batch_size=config.eval_batch_size,
         channels_last=config.channels_last,
     )  # fmt: skip
-    record.val, _ = evaluate(model, data.val, info, **options)
-    record.test, test_predictions = evaluate(model, data.test, info, **options)
+    record.val, _ = evaluate(model, data.val, info, name="val", **options)
+    record.test, test_predictions = evaluate(model, data.test, info, name="test", **options)
     record.checkpoint = checkpoint
     record.eval_precision = precision.label
     record.class_names = list(info.class_names)
@@ -166,27 +180,29 @@ def evaluate_run(
     record = results.read_record(run_dir)
     config = record.config
     device = device or resolve_device(config.device)
-    model, info = load_run_model(record, checkpoint, device)
-    data = load_dataset(
-        config.dataset,
-        data_dir or config.data_dir,
-        val_fraction=config.val_fraction,
-        split_seed=config.split_seed,
-        skip_bad=config.skip_bad_samples,
-    )
-    if device.type == "cuda":
-        data = data.to(device)
-    precision = resolve_precision(device, config.amp, config.amp_dtype)
-    if precision.label != record.precision:
-        console.print(
-            f"[yellow]Warning:[/yellow] trained in {record.precision}, evaluating in "
-            f"{precision.label} on {device}.",
-            highlight=False,
-            soft_wrap=True,
+    with reporting(console):
+        with phase(f"loading {checkpoint}"):
+            model, info = load_run_model(record, checkpoint, device)
+        data = load_dataset(
+            config.dataset,
+            data_dir or config.data_dir,
+            val_fraction=config.val_fraction,
+            split_seed=config.split_seed,
+            skip_bad=config.skip_bad_samples,
         )
-    test_predictions = score_run(
-        record, model, data, device=device, precision=precision, checkpoint=checkpoint
-    )
-    plots.save_run_figures(record, model, data.test.to(torch.device("cpu")), test_predictions)
+        if device.type == "cuda":
+            data = data.to(device)
+        precision = resolve_precision(device, config.amp, config.amp_dtype)
+        if precision.label != record.precision:
+            console.print(
+                f"[yellow]Warning:[/yellow] trained in {record.precision}, evaluating in "
+                f"{precision.label} on {device}.",
+                highlight=False,
+                soft_wrap=True,
+            )
+        test_predictions = score_run(
+            record, model, data, device=device, precision=precision, checkpoint=checkpoint
+        )
+        plots.save_run_figures(record, model, data.test.to(torch.device("cpu")), test_predictions)
     results.write_metrics(record)
     return record

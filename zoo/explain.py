@@ -26,6 +26,7 @@ import torch
 
 from zoo.data.base import DatasetInfo
 from zoo.errors import ZooError
+from zoo.progress import phase
 
 METHODS = ("saliency", "integrated-gradients", "gradcam", "activation-max", "confused")
 ATTRIBUTIONS = ("saliency", "integrated-gradients", "gradcam")
@@ -155,21 +156,24 @@ def attributions(
     maps = {}
     with torch.enable_grad():
         if "saliency" in methods:
-            found = Saliency(model).attribute(images, target=target, abs=True)
-            maps["saliency"] = found.sum(1)
+            with phase(f"saliency of {len(images)} images"):
+                found = Saliency(model).attribute(images, target=target, abs=True)
+                maps["saliency"] = found.sum(1)
         if "integrated-gradients" in methods:
             # The baseline is the all-zero normalised image: the dataset's mean colour.
-            found = IntegratedGradients(model).attribute(
-                images, baselines=torch.zeros_like(images), target=target, n_steps=steps,
-                internal_batch_size=len(images),  # one step of the path at a time: less memory
-            )  # fmt: skip
-            maps["integrated-gradients"] = found.abs().sum(1)
+            with phase(f"integrated gradients of {len(images)} images ({steps} steps)"):
+                found = IntegratedGradients(model).attribute(
+                    images, baselines=torch.zeros_like(images), target=target, n_steps=steps,
+                    internal_batch_size=len(images),  # a step of the path at a time: less memory
+                )  # fmt: skip
+                maps["integrated-gradients"] = found.abs().sum(1)
         if "gradcam" in methods:
-            found = LayerGradCam(model, layer).attribute(
-                images, target=target, relu_attributions=True
-            )
-            found = LayerAttribution.interpolate(found, images.shape[-2:], "bilinear")
-            maps["gradcam"] = found[:, 0]
+            with phase(f"Grad-CAM of {len(images)} images"):
+                found = LayerGradCam(model, layer).attribute(
+                    images, target=target, relu_attributions=True
+                )
+                found = LayerAttribution.interpolate(found, images.shape[-2:], "bilinear")
+                maps["gradcam"] = found[:, 0]
     return {name: value.detach().float().cpu() for name, value in maps.items()}
 
 
@@ -241,8 +245,10 @@ def maximize(
     l2: float = 1e-3,
     seed: int = 0,
     device: torch.device | None = None,
+    description: str = "activation maximisation",
 ) -> torch.Tensor:
-    """Gradient ascent on the input from low noise: `objective(x)` -> (B,) values to raise.
+    """Gradient ascent on the input from low noise: `objective(x)` -> (B,) values to raise
+    (`description` names it in the progress).
 
     Regularisers (Yosinski et al. 2015): a random jitter (roll) of up to `jitter` pixels each
     step, a Gaussian blur every `blur_every` steps, L2 decay, and clipping to the range of real
@@ -255,8 +261,9 @@ def maximize(
     low, high = (bound.to(device) for bound in valid_range(info))
     x = (0.1 * torch.randn(shape, generator=generator)).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
-    with torch.enable_grad():
+    with torch.enable_grad(), phase(description, total=steps, unit="steps") as advance:
         for step in range(steps):
+            advance()
             dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
             value = objective(torch.roll(x, shifts=(dy, dx), dims=(2, 3)))
             loss = -value.sum() + l2 * x.pow(2).sum()
@@ -427,7 +434,7 @@ def test_examples(model, record, info: DatasetInfo, device, data_dir, region_cla
     )  # fmt: skip
     precision = resolve_precision(device, False, "float16")
     found = predict(
-        model, data.test, info, device=device, precision=precision,
+        model, data.test, info, name="test", device=device, precision=precision,
         batch_size=config.eval_batch_size, channels_last=False,
     )  # fmt: skip
     predictions = found.probs.argmax(1)
@@ -461,32 +468,40 @@ def explain_run(
     layer: str | None = None,
     target: str | None = None,
     out: Path | None = None,
-    checkpoint: str = "best.safetensors",
+    checkpoint: str | None = None,
     device: torch.device | None = None,
     data_dir: str | None = None,
     steps: int = 200,
 ) -> Explained:
-    """Every figure `method` asks for, into RUN_DIR/figures/explain/ (or `out`)."""
+    """Every figure `method` asks for, into RUN_DIR/figures/explain/ (or `out`). `run_dir` may
+    also name published weights (`unet-small`): their figures go to explain/<model>/."""
     from zoo import results
-    from zoo.checkpoint import load_run_model
     from zoo.plots import save_figure
+    from zoo.weights import folder_name, load_source
 
     if method not in ("all", *METHODS):
         raise ZooError(f"Unknown --method {method!r}; choose all or one of {', '.join(METHODS)}.")
     methods = METHODS if method == "all" else (method,)
     device = device or torch.device("cpu")
-    record = results.read_record(run_dir)
-    model, info = load_run_model(record, checkpoint, device, channels_last=False)
+    with phase("loading the model"):
+        loaded = load_source(run_dir, checkpoint=checkpoint, device=device, channels_last=False)
+    model, info, record = loaded.model, loaded.info, loaded.record
     model.requires_grad_(False)  # gradients flow to the input only
     target_index = resolve_target(target, info)
     segmentation = info.task == "segmentation"
     if layer is not None:
         find_layer(model, layer)  # an unknown name is refused before any work
-    folder = Path(out) if out else record.run_dir / EXPLAIN_FOLDER
+    if out is not None:
+        folder = Path(out)
+    elif record.run_dir is not None:
+        folder = record.run_dir / EXPLAIN_FOLDER
+    else:  # published weights have no run folder
+        folder = Path("explain") / folder_name(record.model)
     done = Explained()
 
     def save(fig, name: str) -> None:
-        save_figure(fig, folder / name)
+        with phase(f"saving {name}"):
+            save_figure(fig, folder / name)
         done.figures.append(folder / name)
 
     need_examples = any(m in methods for m in (*ATTRIBUTIONS, "confused"))
@@ -551,8 +566,9 @@ def explain_run(
         classes = list(range(info.num_classes)) if target_index is None else [target_index]
         shape = (len(classes), info.in_chans, *side)
         found = maximize(
-            class_objective(model, classes, segmentation), shape, info, steps=steps, device=device
-        )
+            class_objective(model, classes, segmentation), shape, info, steps=steps, device=device,
+            description=f"activation maximisation of {len(classes)} classes",
+        )  # fmt: skip
         titles = [info.class_names[c] for c in classes]
         save(
             plot_grid(found.cpu(), titles, info, "inputs that maximise each class"),
@@ -562,6 +578,7 @@ def explain_run(
         found = maximize(
             channel_objective(model, layer_module, channels), (len(channels), info.in_chans, *side),
             info, steps=steps, device=device, seed=1,
+            description=f"activation maximisation of {len(channels)} channels of {layer_name}",
         )  # fmt: skip
         titles = [f"channel {c}" for c in channels]  # the layer is in the title above
         save(
@@ -584,7 +601,7 @@ def explain_run(
             examples = confusion_examples(pairs, test_split, test_predictions, info)
             save(plot_confused(pairs, never, info, examples), "confused_pairs.png")
 
-    if out is None and done.figures:
+    if out is None and done.figures and record.run_dir:  # a run's record lists its figures
         listed = [p.relative_to(record.run_dir).as_posix() for p in done.figures]
         # A record from before the figure list: its figures are the PNGs under figures/.
         earlier = record.figures or [

@@ -1,15 +1,19 @@
-"""What zoo reports, as a thin layer over torchmetrics, keeping class names up to the table."""
+"""What zoo reports, keeping class names up to the table: accuracy, IoU and the confusion matrix
+from one primitive (pixel or sample counts per (true, predicted) class), and exact AP.
+
+Exact AP is computed here rather than with torchmetrics (still used for the binned AP of very
+large splits): it gives the same numbers as scikit-learn's `average_precision_score` (the tests
+check both) about ten times faster, which is most of the time a segmentation run spent after its
+inference (Mini Facade's test split has 37 million scores). torchmetrics is imported only for
+the binned AP, so a run does not pay for importing it (it imports torchvision and scipy).
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_average_precision,
-    multiclass_confusion_matrix,
-)
 
 
 def finite_or_none(value: float) -> float | None:
@@ -17,21 +21,69 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def predicted_labels(probs: torch.Tensor) -> torch.Tensor:
+    """The argmax over the classes (dim 1) of (N, C) or (N, C, H, W) scores, ties to the lowest
+    class. `max(1).indices` is argmax's result (ties included) at a fraction of its time on the
+    CPU for (N, C, H, W): 0.3 s instead of 1.6 s for Mini Facade's test split."""
+    return probs.max(1).indices
+
+
+def average_precision(scores: torch.Tensor, positives: torch.Tensor) -> float:
+    """Exact average precision of `scores` for the boolean `positives` (same shape): the sum
+    over the distinct score thresholds of (R_n - R_n-1) * P_n, not interpolated, as scikit-learn's
+    `average_precision_score`; NaN when there is no positive.
+
+    Each positive adds 1/P times the precision at its own score (every sample scored at least as
+    high counts, ties included), so two sorts of plain scores and a binary search per positive
+    do it, with no (score, label) argsort.
+    """
+    scores = scores.detach().float().cpu().reshape(-1).numpy()
+    positives = positives.detach().cpu().reshape(-1).numpy().astype(bool)
+    positive_scores = np.sort(scores[positives])
+    negative_scores = np.sort(scores[~positives])
+    if len(positive_scores) == 0:
+        return math.nan
+    # For each positive score s: the positives and the negatives scored s or higher.
+    true_positives = len(positive_scores) - np.searchsorted(positive_scores, positive_scores)
+    false_positives = len(negative_scores) - np.searchsorted(negative_scores, positive_scores)
+    return float(np.mean(true_positives / (true_positives + false_positives)))
+
+
+def per_class_average_precision(
+    probs: torch.Tensor, targets: torch.Tensor, num_classes: int, *, bins: int | None = None
+) -> torch.Tensor:
+    """(C,) one-vs-rest AP of each class from (N, C[, H, W]) scores and (N[, H, W]) class ids:
+    exact, or from `bins` thresholds (torchmetrics) for splits too large to sort."""
+    if bins is not None:
+        from torchmetrics.functional.classification import multiclass_average_precision
+
+        flat = probs.movedim(1, -1).reshape(-1, num_classes)
+        return multiclass_average_precision(
+            flat, targets.reshape(-1), num_classes, average="none", thresholds=bins
+        )
+    return torch.tensor(
+        [average_precision(probs[:, c], targets == c) for c in range(num_classes)],
+        dtype=torch.float64,
+    )
+
+
 def classification_metrics(
     probs: torch.Tensor, targets: torch.Tensor, class_names: tuple[str, ...]
 ) -> dict:
     """Accuracy, per-class accuracy, per-class AP (one-vs-rest, exact) and the confusion matrix.
 
-    `probs` is (N, C) softmax scores, `targets` (N,) class ids.
+    `probs` is (N, C) softmax scores, `targets` (N,) class ids. A class absent from the split
+    has accuracy 0 and AP None.
     """
     num_classes = len(class_names)
     probs, targets = probs.float().cpu(), targets.long().cpu()
-    per_class_accuracy = multiclass_accuracy(probs, targets, num_classes, average="none")
-    per_class_ap = multiclass_average_precision(probs, targets, num_classes, average="none")
-    confusion = multiclass_confusion_matrix(probs, targets, num_classes)
+    confusion = confusion_from_labels(predicted_labels(probs), targets, num_classes)
+    # float32 divisions, as torchmetrics' multiclass_accuracy did them (an absent class: 0)
+    per_class_accuracy = (confusion.diagonal().float() / confusion.sum(1).float()).nan_to_num(0.0)
+    per_class_ap = per_class_average_precision(probs, targets, num_classes)
     return {
         "num_samples": len(targets),
-        "accuracy": multiclass_accuracy(probs, targets, num_classes, average="micro").item(),
+        "accuracy": (confusion.trace().float() / confusion.sum().float()).item(),
         "mean_ap": finite_or_none(per_class_ap.nanmean().item()),
         "per_class": {
             name: {"accuracy": acc.item(), "ap": finite_or_none(ap.item())}
@@ -88,19 +140,17 @@ def segmentation_metrics(
     EXACT_AP_MAX_SCORES scores, where it is binned and `ap_method` says so.
     """
     num_classes = len(class_names)
-    targets = targets.long().cpu()
-    flat_probs = probs.float().cpu().permute(0, 2, 3, 1).reshape(-1, num_classes)
-    flat_targets = targets.reshape(-1)
-    exact = flat_probs.numel() <= EXACT_AP_MAX_SCORES
-    per_class_ap = multiclass_average_precision(
-        flat_probs, flat_targets, num_classes, average="none", thresholds=None if exact else AP_BINS
+    probs, targets = probs.float().cpu(), targets.long().cpu()
+    exact = probs.numel() <= EXACT_AP_MAX_SCORES
+    per_class_ap = per_class_average_precision(
+        probs, targets, num_classes, bins=None if exact else AP_BINS
     )
-    confusion = confusion_from_labels(flat_probs.argmax(1), flat_targets, num_classes)
+    confusion = confusion_from_labels(predicted_labels(probs), targets, num_classes)
     iou = iou_from_confusion(confusion)
     class_accuracy = confusion.diagonal().double() / confusion.sum(1).double()
     return {
         "num_images": len(targets),
-        "num_pixels": flat_targets.numel(),
+        "num_pixels": targets.numel(),
         "pixel_accuracy": (confusion.diagonal().sum() / confusion.sum()).item(),
         "mean_ap": finite_or_none(per_class_ap.nanmean().item()),
         "mean_iou": finite_or_none(iou.nanmean().item()),

@@ -15,6 +15,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from zoo.metrics import per_image_mean_iou, predicted_labels  # noqa: E402
+from zoo.progress import phase  # noqa: E402
+
 
 def save_figure(fig: Figure, path: Path) -> None:
     """Write a PNG atomically and release the figure's memory."""
@@ -117,33 +120,38 @@ def plot_examples(
     per_class: int = 4,
 ) -> Figure:
     """One row per class: `per_class` correctly classified images, then as many misclassified ones
-    (images whose true class is the row's), titled with the predicted class."""
-    n = len(class_names)
-    cols = 2 * per_class
-    fig, axes = plt.subplots(n, cols, figsize=(cols * 1.15, n * 1.3), squeeze=False)
+    (images whose true class is the row's), titled with the predicted class.
+
+    The images are tiles of one picture in one Axes, grey ones each stretched to its own range
+    as imshow shows a single image: 80 Axes took most of a short classification run's figures."""
+    n, columns = len(class_names), 2 * per_class
+    height, width = images.shape[-2:]
+    pitch_x, pitch_y = round(width * 1.15), round(height * 1.45)  # room for the titles above
+    grey = images.shape[1] == 1
+    mosaic = np.ones((n * pitch_y, columns * pitch_x) + (() if grey else (3,)))  # white
+    fig, ax = plt.subplots(figsize=(columns * 1.15, n * 1.3))
     for c, name in enumerate(class_names):
         of_class = targets == c
-        correct = torch.nonzero(of_class & (predictions == c)).flatten()[:per_class]
-        wrong = torch.nonzero(of_class & (predictions != c)).flatten()[:per_class]
-        for j, ax in enumerate(axes[c]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            chosen = correct if j < per_class else wrong
-            k = j % per_class
-            if k >= len(chosen):
-                ax.axis("off")
-                continue
-            index = chosen[k].item()
-            image = images[index].permute(1, 2, 0).numpy()
-            ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
-            ok = j < per_class
-            ax.set_title(
-                f"pred: {class_names[predictions[index]]}",
-                fontsize=6,
-                color="green" if ok else "red",
-            )
-            if j == 0:
-                ax.set_ylabel(name, fontsize=8)
+        correct = torch.nonzero(of_class & (predictions == c)).flatten()[:per_class].tolist()
+        wrong = torch.nonzero(of_class & (predictions != c)).flatten()[:per_class].tolist()
+        top = (c + 1) * pitch_y - height
+        ax.text(-0.1 * width, top + height / 2, name, fontsize=8, rotation=90, ha="right",
+                va="center")  # fmt: skip
+        for column, index in [*enumerate(correct), *enumerate(wrong, start=per_class)]:
+            image = images[index].float().numpy()
+            if grey:
+                low, high = image.min(), image.max()
+                tile = (image[0] - low) / max(high - low, 1e-6)
+            else:
+                tile = image.transpose(1, 2, 0) / 255
+            left = column * pitch_x + (pitch_x - width) // 2
+            mosaic[top : top + height, left : left + width] = tile
+            title = f"pred: {class_names[predictions[index]]}"
+            colour = "green" if column < per_class else "red"
+            ax.text(left + width / 2, top - 0.06 * height, title, fontsize=6, color=colour,
+                    ha="center", va="bottom")  # fmt: skip
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
     fig.suptitle("test examples per true class: correct (left) | incorrect (right)")
     fig.tight_layout()
     return fig
@@ -177,14 +185,16 @@ def save_run_figures(record, model, test_split, test_predictions) -> list[Path]:
     `record.figures`: the record's metrics and history, the test split (on the CPU) with its
     predictions, and the model's first conv filters."""
     folder = record.run_dir / "figures"
-    if record.task == "segmentation":
-        figures = segmentation_figures(record, test_split, test_predictions.probs)
-    else:
-        figures = classification_figures(record, model, test_split, test_predictions.probs)
-    if record.history:
-        figures["curves.png"] = plot_curves(record.history)
-    for filename, fig in figures.items():
-        save_figure(fig, folder / filename)
+    with phase("drawing figures", unit="figures") as advance:
+        if record.task == "segmentation":
+            figures = segmentation_figures(record, test_split, test_predictions.probs)
+        else:
+            figures = classification_figures(record, model, test_split, test_predictions.probs)
+        if record.history:
+            figures["curves.png"] = plot_curves(record.history)
+        for filename, fig in figures.items():
+            save_figure(fig, folder / filename)
+            advance()
     record.figures = sorted(f"figures/{name}" for name in figures)
     return [folder / filename for filename in figures]
 
@@ -198,7 +208,7 @@ def classification_figures(record, model, test_split, test_probs) -> dict[str, F
             record.test["confusion_matrix"], names, "test confusion matrix"
         ),
         "examples.png": plot_examples(
-            test_split.images, test_split.targets, test_probs.argmax(1), names
+            test_split.images, test_split.targets, predicted_labels(test_probs), names
         ),
     }
     weight = first_conv_weight(model)
@@ -250,11 +260,10 @@ def plot_segmentation_examples(
 def segmentation_figures(record, test_split, test_probs) -> dict[str, Figure]:
     """`examples.png` shows the test images with the highest and the lowest mean IoU."""
     from zoo.data.base import get_dataset_info
-    from zoo.metrics import per_image_mean_iou
 
     names = record.class_names
     palette = class_palette(get_dataset_info(record.dataset))
-    predictions = test_probs.argmax(1)
+    predictions = predicted_labels(test_probs)
     scores = per_image_mean_iou(predictions, test_split.targets, len(names))
     order = scores.nan_to_num(-1.0).argsort(descending=True).tolist()
     count = min(3, len(order) // 2) or 1

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from zoo import results
-from zoo.checkpoint import BEST, load_run_model
 from zoo.data.base import DatasetInfo
 from zoo.data.images import read_image
 from zoo.data.splits import normalize
 from zoo.errors import ZooError
+from zoo.progress import phase
+from zoo.weights import load_source
 
 OVERLAY_ALPHA = 0.5  # share of the mask colour in the overlay
 
@@ -75,26 +75,29 @@ def predict_image(
 
 
 def predict_files(
-    run_dir: str | Path,
+    source: str | Path,
     images: list[Path],
     *,
     out_dir: Path | None = None,
-    checkpoint: str = BEST,
+    checkpoint: str | None = None,
     device: torch.device | None = None,
     top_k: int = 5,
 ) -> tuple[list[Prediction], list[str]]:
-    """Predict every image; returns the predictions and one error sentence per failed file."""
-    run_dir = Path(run_dir)
+    """Predict every image with a run folder's checkpoint (default best), a hub folder, or
+    published weights by name (`unet-small`); returns the predictions and one error sentence per
+    failed file. Masks go to `out_dir`, default RUN_DIR/predictions (published: predictions/)."""
     device = device or torch.device("cpu")
     # Single images: the channels-last memory format gains nothing.
-    model, info = load_run_model(
-        results.read_record(run_dir), checkpoint, device, channels_last=False
-    )
-    out_dir = out_dir or run_dir / "predictions"
+    with phase("loading the model"):
+        loaded = load_source(source, checkpoint=checkpoint, device=device, channels_last=False)
+    model, info, run_dir = loaded.model, loaded.info, loaded.record.run_dir
+    out_dir = out_dir or (run_dir / "predictions" if run_dir else Path("predictions"))
     predictions, errors = [], []
-    for path in images:
-        try:
-            predictions.append(predict_image(model, Path(path), info, device, out_dir, top_k))
-        except ZooError as error:
-            errors.append(str(error).rstrip(".") + ".")
+    with phase("predicting", total=len(images), unit="images") as advance:
+        for path in images:
+            try:
+                predictions.append(predict_image(model, Path(path), info, device, out_dir, top_k))
+            except ZooError as error:
+                errors.append(str(error).rstrip(".") + ".")
+            advance()
     return predictions, errors

@@ -14,7 +14,6 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from zoo.errors import UnknownNameError, ZooError
@@ -144,31 +143,29 @@ def create_model(
     num_classes: int | None = None,
     in_chans: int | None = None,
     *,
-    pretrained: bool = False,
-    weights: str | Path | None = None,
+    imagenet: bool = False,
     **kwargs,
 ):
-    """Build model `name`; `num_classes` and `in_chans` default to its default dataset's.
+    """Build model `name` with random weights; `num_classes` and `in_chans` default to its default
+    dataset's. This only builds: `zoo.create_model` (zoo/weights.py) loads weights into it.
 
-    `pretrained` asks the factory for its published weights (only factories with a `pretrained`
-    parameter have them: timm/ and smp/ models); `weights` then loads a safetensors state dict
-    into the built model, for any model. Neither ever falls back to random weights.
+    `imagenet` asks the factory for its ImageNet weights (`zoo train --imagenet`; only factories
+    with a `pretrained` parameter have them: timm/ and smp/ models). It never falls back to random
+    weights.
     """
     entry = MODELS.get(name)
     if num_classes is None or in_chans is None:
         info = DATASETS.get(entry.dataset).info
         num_classes = info.num_classes if num_classes is None else num_classes
         in_chans = info.in_chans if in_chans is None else in_chans
-    if pretrained:
+    if imagenet:
         if "pretrained" not in inspect.signature(entry.factory).parameters:
-            raise ZooError(f"There are no pretrained weights for {name}; use --weights PATH.")
-        kwargs["pretrained"] = True
-    model = entry.factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    if weights is not None:
-        from zoo.checkpoint import load_weights  # torch + safetensors: only when asked for
-
-        load_weights(model, weights, name)
-    return model
+            raise ZooError(
+                f"There are no ImageNet weights for {name} (only timm/ and smp/ models have "
+                "them); drop --imagenet, or pass --weights PATH."
+            )
+        kwargs["pretrained"] = True  # the libraries' own name for their ImageNet weights
+    return entry.factory(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
 def count_parameters(name: str) -> int:

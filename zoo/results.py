@@ -419,11 +419,16 @@ def check_writable(folder: str | Path) -> Path:
     return folder
 
 
+def utc_now() -> datetime:
+    """The clock run ids are read from; a test replaces it to put several runs in one second."""
+    return datetime.now(timezone.utc)
+
+
 def new_run_dir(out: str | Path, dataset: str, model: str) -> Path:
     """A fresh folder out/<dataset>/<model>/<UTC time>[-N]. mkdir is atomic, so processes
     starting in the same second get distinct folders. `/` in a name (timm/x) becomes `--`."""
     parent = Path(out) / dataset.replace("/", "--") / model.replace("/", "--")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = utc_now().strftime("%Y%m%d-%H%M%S")
     for suffix in ["", *(f"-{i}" for i in range(2, 1000))]:
         run_dir = parent / f"{stamp}{suffix}"
         try:
@@ -473,7 +478,7 @@ def environment(device) -> dict:
     """What a reader needs to judge or reproduce the numbers: versions, hardware, threads."""
     import torch
 
-    from zoo import __version__
+    from zoo.version import __version__
 
     env = {
         "zoo": __version__,

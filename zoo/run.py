@@ -32,6 +32,7 @@ from zoo.data.splits import Splits, load_dataset
 from zoo.distributed import ONE_PROCESS, Ranks
 from zoo.errors import ZooError
 from zoo.evaluate import score_run
+from zoo.progress import phase, reporting
 from zoo.registry import create_model, get_model_entry
 from zoo.runtime import Precision, place_model, resolve_device, resolve_precision
 from zoo.train import Callback, Loop, fit
@@ -99,26 +100,29 @@ def prepare(config: TrainConfig, task: str, console: Console, ranks: Ranks) -> S
     precision = resolve_precision(device, config.amp, config.amp_dtype)
     if precision.warning and ranks.is_main:
         warn(console, precision.warning)
-    data = load_dataset(
-        config.dataset,
-        config.data_dir,
-        val_fraction=config.val_fraction,
-        split_seed=config.split_seed,
-        limit_train=config.limit_train,
-        skip_bad=config.skip_bad_samples,
-    )
-    check_recipe(config, data, task, device, ranks)
-    if device.type == "cuda":
-        data = data.to(device)
-    torch.manual_seed(config.seed)
-    model = create_model(
-        config.model,
-        num_classes=data.info.num_classes,
-        in_chans=data.info.in_chans,
-        pretrained=config.pretrained,
-        weights=config.weights,
-    )
-    place_model(model, device, config.channels_last)
+    with reporting(console if ranks.is_main else None):
+        data = load_dataset(
+            config.dataset,
+            config.data_dir,
+            val_fraction=config.val_fraction,
+            split_seed=config.split_seed,
+            limit_train=config.limit_train,
+            skip_bad=config.skip_bad_samples,
+        )
+        check_recipe(config, data, task, device, ranks)
+        if device.type == "cuda":
+            data = data.to(device)
+        torch.manual_seed(config.seed)
+        with phase(f"building {config.model}"):
+            model = create_model(
+                config.model,
+                num_classes=data.info.num_classes,
+                in_chans=data.info.in_chans,
+                imagenet=config.imagenet,
+            )
+            if config.weights is not None:
+                load_weights(model, config.weights, config.model)
+            place_model(model, device, config.channels_last)
     return Setup(config, task, device, precision, data, model)
 
 
@@ -243,6 +247,7 @@ def run(
 ) -> results.RunRecord:
     """The loop and the end of a run, with the run folder locked and written on rank 0."""
     with contextlib.ExitStack() as stack:
+        stack.enter_context(reporting(console if ranks.is_main else None))
         if ranks.is_main:
             stack.enter_context(results.RunLock(record.run_dir))
             results.write_config(record)  # a resumed run's epochs may have grown

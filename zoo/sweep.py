@@ -365,15 +365,21 @@ def objective(spec: SweepSpec, console):
     """Optuna's objective: one `train_run` with the trial's values; the best epoch's metric."""
     import optuna
 
+    from zoo.progress import phase, reporting
     from zoo.run import train_run
 
     def run_trial(trial: optuna.Trial) -> float:
         values = {param.name: param.suggest(trial) for param in spec.params}
         config = dataclasses.replace(spec.base, **values, out=str(spec.folder / "trials"))
         tags = {"study": spec.study, "trial": str(trial.number)}
-        record = train_run(
-            config, callbacks=[make_pruning_callback(trial, spec)], console=console, tags=tags
+        chosen = ", ".join(
+            f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+            for name, value in values.items()
         )
+        with reporting(console), phase(f"trial {trial.number} ({chosen})"):
+            record = train_run(
+                config, callbacks=[make_pruning_callback(trial, spec)], console=console, tags=tags
+            )
         trial.set_user_attr("run_dir", str(record.run_dir))
         trial.set_user_attr("status", record.status)
         if record.status == "interrupted":

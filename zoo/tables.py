@@ -11,6 +11,7 @@ import io
 import json
 
 from rich.table import Table
+from rich.text import Text
 
 COLUMN_LABELS = {"accuracy": "acc", "ap": "AP", "iou": "IoU"}  # "val acc", "test AP", ...
 
@@ -126,4 +127,98 @@ def study_table(rows: list[dict], title: str) -> Table:
         table.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
     for row in rows:
         table.add_row(*(format_cell(row.get(column)) for column in columns))
+    return table
+
+
+# ----------------------------------------------------------------------------- published weights
+
+
+def short_count(n: int) -> str:
+    """466k, 1.68M, 24.4M: a parameter count for a narrow column."""
+    if n >= 1e6:
+        return f"{n / 1e6:.3g}M"
+    return f"{n / 1e3:.3g}k" if n >= 1e3 else str(n)
+
+
+def weights_rows(found: list) -> list[dict]:
+    """`zoo weights`' rows, one per published version (zoo.weights.Weights), for csv/json."""
+    rows = []
+    for weights in found:
+        metric, score = weights.headline()
+        rows.append(
+            {
+                "name": weights.name,
+                "model": weights.model,
+                "dataset": weights.dataset,
+                "version": weights.version,
+                "task": weights.task,
+                "metric": metric,
+                "score": score,
+                "mean_iou": weights.metrics.get("mean_iou"),
+                "parameters": weights.num_parameters,
+                "gflops": weights.gflops,
+                "size_bytes": weights.file_size,
+                "dtype": weights.dtype if weights.file else None,
+                "weights": "published" if weights.file else "train to get weights",
+                "recipe": weights.recipe,
+                "recipe_file": weights.recipe_file,
+                "run_id": weights.run_id,
+                "sha256": weights.sha256,
+                "published": weights.published,
+            }
+        )
+    return rows
+
+
+def weights_tables(rows: list[dict], width: int = 80) -> list:
+    """`zoo weights`: one table per dataset, as torchvision's weights pages list them per task,
+    no wider than `width` (compare.fitted_table: long recipes become keys under the table)."""
+    from zoo.compare import fitted_table
+
+    parts = []
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        chosen = [row for row in rows if row["dataset"] == dataset]
+        segmentation = chosen[0]["task"] == "segmentation"
+        scores = ("mAP", "mIoU") if segmentation else ("acc",)
+        header = ["model", *scores, "params", "GFLOPs", "size", "dtype", "recipe"]
+        body = []
+        for row in chosen:
+            values = (row["score"], row["mean_iou"]) if segmentation else (row["score"],)
+            size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else row["weights"]
+            version = f" v{row['version']}" if row["version"] > 1 else ""
+            body.append(
+                [f"{row['model']}{version}", *(format_score(v) for v in values),
+                 short_count(row["parameters"]), f"{row['gflops']:.3g}", size,
+                 {"float16": "fp16", "float32": "fp32"}.get(row["dtype"], ""),
+                 row["recipe_file"] or row["recipe"]]
+            )  # fmt: skip
+        title = f"{dataset} ({chosen[0]['task']}, test split)"
+        first = ("model", scores[0], "size", "recipe")
+        for part in fitted_table(title, header, body, width, wrap=("size",), first=first):
+            if isinstance(part, Text) and part.plain.startswith(
+                "Not shown"
+            ):  # zoo weights' formats
+                part = Text(part.plain.replace("--format markdown or csv", "--format csv or json"))
+            parts.append(part)
+    return parts
+
+
+def rescored_table(rescored) -> Table:
+    """`zoo eval NAME`: the published weights' per-class test scores as scored now, then the
+    overall scores now and as published (the task's overall scores line up with its per-class
+    columns: accuracy / mean AP, or mean AP / mIoU / pixel accuracy)."""
+    from zoo.results import TASK_METRICS
+
+    found, metrics = rescored.weights, rescored.metrics
+    task = TASK_METRICS[found.task]
+    table = Table(title=f"{found.ref} on {found.dataset} test ({found.dtype} weights)")
+    table.add_column("class", no_wrap=True)
+    for key in task.per_class:
+        table.add_column(f"test {COLUMN_LABELS[key]}", justify="right", no_wrap=True)
+    for name in found.class_names:
+        per_class = metrics.get("per_class", {}).get(name, {})
+        table.add_row(name, *(format_score(per_class.get(key)) for key in task.per_class))
+    table.add_section()
+    table.add_row("[bold]overall", *(format_score(metrics.get(key), 4) for key in task.scores))
+    table.add_row("published", *(format_score(found.metrics.get(key), 4) for key in task.scores))
     return table

@@ -7,7 +7,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from zoo.progress import phase
 
 TIMEOUT_SECONDS = 30
 
@@ -24,13 +24,11 @@ def download(url: str, dest: Path, md5: str | None = None) -> None:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response, open(tmp, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
-            columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn())
-            with Progress(*columns, TransferSpeedColumn(), transient=True) as progress:
-                task = progress.add_task(f"Downloading {dest.name}", total=total)
+            with phase(f"downloading {dest.name}", total=total, unit="bytes") as advance:
                 while chunk := response.read(1 << 16):
                     f.write(chunk)
                     digest.update(chunk)
-                    progress.advance(task, len(chunk))
+                    advance(len(chunk))
         if md5 is not None and digest.hexdigest() != md5:
             raise ValueError(
                 f"{url} downloaded with MD5 {digest.hexdigest()}, expected {md5}; try again later."

@@ -25,6 +25,7 @@ from PIL import Image
 from zoo.data.base import Arrays, cache_root
 from zoo.data.images import BadImage, read_image, read_mask
 from zoo.errors import ZooError, ZooWarning
+from zoo.progress import phase
 
 CACHE_VERSION = 1  # bump when the decoding changes, so old caches are not reused
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -157,20 +158,24 @@ def save_cache(path: Path, decoded: Decoded) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def decode_files(pairs: list[tuple[Path, Path]], num_classes: int, offset: int) -> Decoded:
+def decode_files(
+    pairs: list[tuple[Path, Path]], num_classes: int, offset: int, key: str = "pairs"
+) -> Decoded:
     """Decode every pair; a bad one is recorded in `skipped` (one sentence) and left out."""
     images, masks, names, skipped = [], [], [], []
-    for image_path, mask_path in pairs:
-        try:
-            image, mask = read_pair(
-                image_path, mask_path, num_classes=num_classes, label_offset=offset
-            )
-        except BadImage as error:
-            skipped.append(str(error))
-            continue
-        images.append(image)
-        masks.append(mask)
-        names.append(image_path.name)
+    with phase(f"decoding {key}", total=len(pairs), unit="images") as advance:
+        for image_path, mask_path in pairs:
+            advance()
+            try:
+                image, mask = read_pair(
+                    image_path, mask_path, num_classes=num_classes, label_offset=offset
+                )
+            except BadImage as error:
+                skipped.append(str(error))
+                continue
+            images.append(image)
+            masks.append(mask)
+            names.append(image_path.name)
     height, width = SIZE
     return Decoded(
         np.stack(images) if images else np.zeros((0, 3, height, width), np.uint8),
@@ -194,7 +199,7 @@ def decode_pairs(
     cache_path = folder / f"{key}-{digest}.npz" if folder is not None else None
     decoded = load_cache(cache_path) if cache_path is not None else None
     if decoded is None:
-        decoded = decode_files(pairs, num_classes, label_offset)
+        decoded = decode_files(pairs, num_classes, label_offset, key)
         if cache_path is not None:
             save_cache(cache_path, decoded)
     if decoded.skipped and not skip_bad:

@@ -16,6 +16,7 @@ import torch
 
 from zoo.data.base import DatasetInfo, resolve_data_root
 from zoo.errors import ZooError
+from zoo.progress import phase
 from zoo.registry import DATASETS
 
 
@@ -79,13 +80,15 @@ def load_dataset(
     """
     entry = DATASETS.get(name)
     options = {"skip_bad": skip_bad} if entry.task == "segmentation" else {}
-    loaded = entry.factory(resolve_data_root(data_dir), download=download, **options)
+    with phase(f"loading {name}"):
+        loaded = entry.factory(resolve_data_root(data_dir), download=download, **options)
     skipped = tuple(line for arrays in loaded.values() for line in arrays.skipped)
     splits = {
         key: Split(torch.from_numpy(arrays.images), torch.from_numpy(arrays.targets))
         for key, arrays in loaded.items()
     }
     train, test = splits["train"], splits["test"]
+    kept = None  # the training images kept, when not all of them are
     if "val" in splits:
         val = splits["val"]
     else:
@@ -93,9 +96,11 @@ def load_dataset(
             raise ZooError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
         num_val = round(len(train) * val_fraction)
-        train, val = train.subset(order[num_val:]), train.subset(order[:num_val])
+        val, kept = train.subset(order[:num_val]), order[num_val:]
     if limit_train is not None:
-        train = train.subset(torch.arange(min(limit_train, len(train))))
+        kept = (torch.arange(len(train)) if kept is None else kept)[:limit_train]
+    if kept is not None:
+        train = train.subset(kept)  # one copy of only the images kept
     return Splits(entry.info, train, val, test, skipped)
 
 

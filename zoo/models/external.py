@@ -12,7 +12,8 @@ the parametrized model tests include them; any other valid prefixed name is buil
 timm and smp are imported inside the resolvers and factories only, so `import zoo`, `zoo list`
 for from-scratch names and the from-scratch models never pay their import time (several seconds).
 
-Weights are random by default. `pretrained=True` reads ImageNet weights from the local Hugging
+Weights are random by default. `pretrained=True` here (what `zoo train --imagenet` and
+`registry.create_model(imagenet=True)` pass) reads ImageNet weights from the local Hugging
 Face / torch hub cache only (hub offline mode) and raises a ZooError naming the cache folder when
 they are not there: never a silent fallback to random weights.
 """
@@ -68,15 +69,14 @@ def require_timm_weights(timm_name: str, zoo_name: str) -> None:
 
     if not timm.models.is_model_pretrained(timm_name):
         raise ZooError(
-            f"timm has no pretrained weights for {zoo_name}; "
-            "drop --pretrained or pass --weights PATH."
+            f"timm has no ImageNet weights for {zoo_name}; drop --imagenet or pass --weights PATH."
         )
     cfg = timm.models.get_pretrained_cfg(timm_name)
     if not cfg.hf_hub_id and cfg.url:  # torch hub download: check the cache without the network
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
         if not cached.is_file():
             raise ZooError(
-                f"No pretrained weights for {zoo_name} in the local cache ({cached} is missing); "
+                f"No ImageNet weights for {zoo_name} in the local cache ({cached} is missing); "
                 f"download them once online, or pass --weights PATH."
             )
 
@@ -90,7 +90,7 @@ def build_pretrained(build, zoo_name: str) -> nn.Module:
         raise
     except Exception as error:  # hub, torch hub and timm raise many kinds for a missing file
         raise ZooError(
-            f"No pretrained weights for {zoo_name} in the local cache, looked in "
+            f"No ImageNet weights for {zoo_name} in the local cache, looked in "
             f"{hub_cache_dirs()}; download them once online (or point HF_HOME at a folder that "
             f"has them), or pass --weights PATH."
         ) from error
@@ -239,7 +239,7 @@ class SmpSegmenter(nn.Module):
             elif "imagenet" not in smp.encoders.encoders[encoder]["pretrained_settings"]:
                 raise ZooError(
                     f"smp has no ImageNet weights for the {encoder} encoder of {zoo_name}; "
-                    f"drop --pretrained or pass --weights PATH."
+                    f"drop --imagenet or pass --weights PATH."
                 )
             self.model = build_pretrained(build, zoo_name)
         else:

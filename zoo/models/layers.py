@@ -15,9 +15,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     of the normalised input, so the padding looks like a flat grey border.
     """
     height, width = x.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
+    # Padded even by zero pixels: a branch on the size would be frozen into an exported graph.
+    x = F.pad(x, (0, -width % multiple, 0, -height % multiple))
     return x, (height, width)
 
 

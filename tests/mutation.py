@@ -1,0 +1,177 @@
+"""`make mutation`: mutmut over zoo's core, one target at a time against the tests that cover it,
+and a mutation score per target (docs/testing.md: why mutmut, how to read the survivors).
+
+    python tests/mutation.py                    every target below
+    python tests/mutation.py metrics splits     some of them
+
+Each target runs in build/mutation/<target>/, where zoo/ and tests/ are links to this checkout
+and pyproject.toml is this one plus the target's [tool.mutmut] table. mutmut mutates the copies
+it makes under that folder's mutants/, never the checkout, so it can run while others work in
+the tree. The scores go to build/mutation/scores.txt; in a target's folder, `mutmut results`
+lists its surviving mutants and `mutmut show NAME` shows one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "mutation"
+LINKED = ("zoo", "tests")  # mutmut copies these into mutants/
+READ_BY_TESTS = ("results", "recipes", "benchmarks")  # relative paths some tests read
+
+
+@dataclass(frozen=True)
+class Target:
+    source: str  # the file mutmut mutates
+    functions: tuple[str, ...]  # the functions whose mutants count: mutmut's keys, globs
+    tests: tuple[str, ...]  # the tests that cover them (pytest node ids)
+
+    @property
+    def module(self) -> str:
+        return self.source.removesuffix(".py").replace("/", ".")
+
+    def counts(self, mutant: str) -> bool:
+        key = mutant.removeprefix(f"{self.module}.").split("__mutmut_")[0]
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.functions)
+
+
+# Keys are mutmut's: x_<function>, or xǁ<Class>ǁ<method> for a method.
+TARGETS = {
+    "metrics": Target(
+        "zoo/metrics.py",
+        ("*",),
+        ("tests/test_metrics.py", "tests/test_segmentation_metrics.py"),
+    ),
+    "bench-summary": Target(
+        "zoo/bench.py",
+        ("x_summarize", "x_percentile"),
+        ("tests/test_bench_stats.py", "tests/test_bench.py::test_throughput_is_sustained"),
+    ),
+    "checkpoint": Target(
+        "zoo/checkpoint.py", ("*",), ("tests/test_engine.py", "tests/test_resume.py")
+    ),
+    "compare-statistics": Target(
+        "zoo/compare.py",
+        ("xǁRowǁvalues", "xǁRowǁmean", "xǁRowǁstd", "xǁRowǁper_class", "xǁRowǁversus_baseline"),
+        ("tests/test_compare.py",),
+    ),
+    "splits": Target("zoo/data/splits.py", ("*",), ("tests/test_data.py",)),
+    "sweep-objective": Target(
+        "zoo/sweep.py",
+        ("x_objective", "x_make_pruner", "x_warmup_epochs", "x_make_pruning_callback", "x_counted"),
+        ("tests/test_sweep.py",),
+    ),
+    "optimizer-schedule": Target(
+        "zoo/train.py",
+        ("x_build_optimizer", "x_build_scheduler"),
+        ("tests/test_train.py", "tests/test_engine.py", "tests/test_resume.py"),
+    ),
+}
+
+# mutmut's exit codes of a mutant's test run (mutmut/stats.py); any other is "suspicious".
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
+          37: "caught by type check", None: "not checked"}  # fmt: skip
+DETECTED = ("killed", "timeout", "caught by type check")
+NOT_SCORED = ("skipped", "not checked")
+
+
+def toml_list(values) -> str:
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def prepare(name: str, target: Target) -> Path:
+    """A fresh folder for the target: links to the checkout and its pyproject.toml."""
+    folder = BUILD / name
+    shutil.rmtree(folder, ignore_errors=True)  # no stale copies of an older checkout
+    (folder / "mutants").mkdir(parents=True)
+    for path in LINKED:
+        (folder / path).symlink_to(ROOT / path)
+    for path in READ_BY_TESTS:  # the tests run in mutants/
+        (folder / "mutants" / path).symlink_to(ROOT / path)
+    project = (ROOT / "pyproject.toml").read_text()
+    assert "[tool.mutmut]" not in project, "tests/mutation.py writes [tool.mutmut] itself"
+    (folder / "pyproject.toml").write_text(
+        project
+        + "\n[tool.mutmut]\n"
+        + 'source_paths = ["zoo/"]\n'
+        + f"only_mutate = {toml_list([target.source])}\n"
+        + f"pytest_add_cli_args_test_selection = {toml_list(target.tests)}\n"
+        # the same order every run; mutmut has its own per-mutant time limit
+        + 'pytest_add_cli_args = ["-p", "no:randomly", "-p", "no:cacheprovider"]\n'
+        + 'process_isolation = "forkserver"\n'  # torch is not fork-safe once it has run
+    )
+    return folder
+
+
+def mutant_order(mutant: str) -> tuple[str, int]:
+    """By function, then by number: mutmut_7 before mutmut_18."""
+    function, number = mutant.rsplit("__mutmut_", 1)
+    return function, int(number)
+
+
+def score(name: str, target: Target, folder: Path) -> dict:
+    """The share of the target's mutants that a test detected; a mutant no test reaches counts
+    as undetected."""
+    meta = json.loads((folder / "mutants" / f"{target.source}.meta").read_text())
+    statuses = {
+        mutant: STATUS.get(code, "suspicious")
+        for mutant, code in meta["exit_code_by_key"].items()
+        if target.counts(mutant)
+    }
+    scored = [m for m, status in statuses.items() if status not in NOT_SCORED]
+    detected = [m for m in scored if statuses[m] in DETECTED]
+    return {
+        "target": name,
+        "mutants": len(scored),
+        "detected": len(detected),
+        "score": len(detected) / len(scored) if scored else None,
+        "undetected": sorted(set(scored) - set(detected), key=mutant_order),
+    }
+
+
+def run(name: str, jobs: int | None) -> dict:
+    target = TARGETS[name]
+    folder = prepare(name, target)
+    names = [f"{target.module}.{f}__mutmut_*" for f in target.functions if f != "*"]
+    command = [str(Path(sys.executable).parent / "mutmut"), "run", *names]
+    if jobs:
+        command += ["--max-children", str(jobs)]
+    print(f"== {name}: mutmut over {target.source} against {' '.join(target.tests)}", flush=True)
+    subprocess.run(command, cwd=folder, check=True)
+    return score(name, target, folder)
+
+
+def main(argv: list[str]) -> int:
+    jobs = None
+    if argv[:1] == ["--jobs"]:
+        jobs, argv = int(argv[1]), argv[2:]
+    unknown = [name for name in argv if name not in TARGETS]
+    if unknown:
+        print(f"Unknown targets {unknown}; choose from {', '.join(TARGETS)}.", file=sys.stderr)
+        return 2
+    results = [run(name, jobs) for name in argv or TARGETS]
+    lines = [f"{'target':<20} {'mutants':>7} {'detected':>8} {'score':>6}"]
+    for result in results:
+        value = "-" if result["score"] is None else f"{result['score']:.0%}"
+        lines.append(
+            f"{result['target']:<20} {result['mutants']:>7} {result['detected']:>8} {value:>6}"
+        )
+    for result in results:
+        if result["undetected"]:
+            lines += ["", f"{result['target']}: not detected", *result["undetected"]]
+    text = "\n".join(lines) + "\n"
+    (BUILD / "scores.txt").write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,377 @@
+"""Published weights: publishing a run (file, metadata, changelog, versions, the fp16 rule),
+loading them (`zoo.create_model(name, pretrained=...)`, SHA-256 checked), `zoo weights`,
+`zoo eval/predict/explain NAME`, the repository's storage rules, and every published entry
+scored again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_facade_pairs, write_idx
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import zoo
+from zoo import publish as publishing
+from zoo import weights
+from zoo.checkpoint import looks_like_pickle
+from zoo.cli import app
+from zoo.config import TrainConfig, read_recipe
+from zoo.errors import ZooError
+from zoo.run import train_run
+
+runner = CliRunner()
+COMMITTED_UNET_RUN = Path("results/mini-facade/unet-small/20261121-121126")  # no checkpoint
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def lookalikes(tmp_path_factory):
+    """A data root with tiny Fashion-MNIST and Mini Facade look-alikes (as conftest's tiny_root
+    and facade_root make them), kept for the whole module so that its runs train once."""
+    import hashlib
+
+    from zoo.data import fashion_mnist, pairs
+
+    patch = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    md5s = {}
+    for prefix, count in (("train", 200), ("t10k", 50)):
+        labels = np.arange(count) % 10
+        images = rng.integers(0, 60, size=(count, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 250
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            path = root / fashion_mnist.FOLDER / f"{prefix}-{kind}-ubyte.gz"
+            write_idx(path, array)
+            md5s[path.name] = hashlib.md5(path.read_bytes()).hexdigest()
+    patch.setattr(fashion_mnist, "FILES", md5s)
+    patch.setattr(pairs, "SIZE", (32, 32))
+    patch.setenv("XDG_CACHE_HOME", str(root / "user-cache"))
+    patch.delenv("ZOO_CACHE", raising=False)
+    write_facade_pairs(root / "mini-facade" / "train", 24, seed=0)
+    write_facade_pairs(root / "mini-facade" / "test_dev", 6, seed=1)
+    yield root
+    patch.undo()
+
+
+def train(root: Path, out: Path, model: str, **changes):
+    options = dict(model=model, data_dir=str(root), out=str(out), epochs=1, device="cpu")
+    return train_run(TrainConfig(**{**options, **changes}))
+
+
+@pytest.fixture(scope="module")
+def runs(lookalikes, tmp_path_factory):
+    """A completed classification run and a completed segmentation run on the look-alikes."""
+    out = tmp_path_factory.mktemp("runs")
+    classifier = train(lookalikes, out, "baseline-cnn")
+    segmenter = train(lookalikes, out, "unet-small", batch_size=8, eval_batch_size=4)
+    assert classifier.status == segmenter.status == "completed"
+    return {"baseline-cnn": classifier.run_dir, "unet-small": segmenter.run_dir}
+
+
+@pytest.fixture(scope="module")
+def published_once(runs, lookalikes, tmp_path_factory):
+    """A published-weights folder holding v1 of both runs."""
+    root = tmp_path_factory.mktemp("published")
+    for run_dir in runs.values():
+        publishing.publish(run_dir, "first version", root=root, data_dir=str(lookalikes))
+    return root
+
+
+@pytest.fixture
+def published(published_once, tmp_path, monkeypatch, lookalikes):
+    """A copy of it that a test may change, which zoo reads as its published weights."""
+    root = tmp_path / "published"
+    shutil.copytree(published_once, root)
+    monkeypatch.setenv(weights.PUBLISHED_ENV, str(root))
+    monkeypatch.setenv("ZOO_DATA", str(lookalikes))
+    return root
+
+
+# ----------------------------------------------------------------------------- publishing
+
+
+def test_publish_writes_the_weights_their_facts_and_a_changelog_entry(published, runs):
+    found = zoo.get_weights("baseline-cnn")
+    assert found.folder == published / "baseline-cnn" / "fashion-mnist" / "v1"
+    assert (
+        found.version == 1 and found.dataset == "fashion-mnist" and found.task == "classification"
+    )
+    assert found.class_names[0] == "T-shirt/top" and found.input_size == (1, 28, 28)
+    assert len(found.mean) == len(found.std) == 1
+    assert found.run_id == "/".join(runs["baseline-cnn"].parts[-3:])
+    assert found.recipe.startswith("zoo train baseline-cnn ") and "--epochs 1" in found.recipe
+    assert "--data-dir" not in found.recipe and "--out" not in found.recipe
+    assert set(found.metrics["per_class"]["Trouser"]) == {"accuracy", "ap"}
+    assert found.metrics["accuracy"] is not None and found.metrics["mean_ap"] is not None
+    assert found.num_parameters == 211_690 and found.gflops > 0
+    assert found.evaluation["device"] == "cpu" and found.evaluation["precision"] == "fp32"
+    assert found.zoo_version == zoo.__version__ and found.torch_version == torch.__version__
+    assert found.dtype in ("float16", "float32") and found.note == "first version"
+    assert found.history and found.history[0]["epoch"] == 1
+    # the file: safetensors (never a pickle) whose size and SHA-256 the metadata gives
+    path = found.path
+    assert not looks_like_pickle(path) and path.stat().st_size == found.file_size
+    assert weights.file_sha256(path) == found.sha256
+    stored = load_file(str(path))
+    assert {t.dtype for t in stored.values()} == {getattr(torch, found.dtype)}
+    changelog = (published / weights.CHANGELOG).read_text()
+    assert "## baseline-cnn v1 (fashion-mnist" in changelog and "first version" in changelog
+    assert "## unet-small v1 (mini-facade" in changelog and found.sha256 in changelog
+    segmenter = zoo.get_weights("unet-small")
+    assert {"mean_ap", "mean_iou", "pixel_accuracy"} <= set(segmenter.metrics)
+    assert set(segmenter.metrics["per_class"]["pillar"]) >= {"ap", "iou"}
+
+
+def test_a_published_version_is_never_replaced(published, runs, lookalikes):
+    first = zoo.get_weights("baseline-cnn")
+    before = first.path.read_bytes()
+    with pytest.raises(ZooError, match="already published as baseline-cnn@v1"):
+        publishing.publish(runs["baseline-cnn"], "again", root=published)
+    # A retrained run is a new version only when it is published, with its note.
+    run = train(lookalikes, published.parent / "more-runs", "baseline-cnn", seed=1)
+    second = publishing.publish(run.run_dir, "seed 1", root=published)
+    assert second.version == 2 and second.ref == "baseline-cnn@v2"
+    assert zoo.get_weights("baseline-cnn").version == 2
+    assert zoo.get_weights("baseline-cnn@v1").path.read_bytes() == before
+    changelog = (published / weights.CHANGELOG).read_text()
+    assert changelog.index("baseline-cnn v2") < changelog.index("baseline-cnn v1"), "newest first"
+    with pytest.raises(ZooError, match="never overwritten"):
+        publishing.write_version(published, second, None)
+
+
+def test_float16_storage_only_when_its_scores_stay_within_0_001(published, runs, monkeypatch):
+    shutil.rmtree(published / "baseline-cnn")
+    monkeypatch.setattr(publishing, "FP16_TOLERANCE", -1.0)  # no float16 copy can pass
+    with pytest.raises(ZooError, match="float16 storage changes baseline-cnn's test .* --dtype"):
+        publishing.publish(runs["baseline-cnn"], "fp16", dtype="float16", root=published)
+    assert publishing.publish(runs["baseline-cnn"], "auto", root=published).dtype == "float32"
+    shutil.rmtree(published / "baseline-cnn")
+    monkeypatch.setattr(publishing, "FP16_TOLERANCE", 0.001)
+    found = publishing.publish(runs["baseline-cnn"], "fp16", dtype="float16", root=published)
+    assert found.dtype == "float16"
+    loaded = zoo.create_model("baseline-cnn", pretrained=True)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters()), "float16 loads into fp32"
+
+
+def test_publishing_is_refused_before_anything_is_written(published, runs, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(runs["baseline-cnn"], copy)
+    (copy / "best.safetensors").unlink()
+    before = sorted(p.relative_to(published) for p in published.rglob("*"))
+    for run_dir, note, match in (
+        (runs["baseline-cnn"], " ", "--note says what changed"),
+        (copy, "new", "run checkpoints are never committed"),
+        (COMMITTED_UNET_RUN, "new", "run checkpoints are never committed"),
+    ):
+        with pytest.raises(ZooError, match=match):
+            publishing.publish(run_dir, note, root=published)
+    assert sorted(p.relative_to(published) for p in published.rglob("*")) == before
+
+
+def test_an_entry_over_the_budget_is_listed_to_train(published, runs, monkeypatch):
+    shutil.rmtree(published / "unet-small")
+    monkeypatch.setattr(weights, "BUDGET_BYTES", publishing.budget_used(published) + 10)
+    with pytest.raises(ZooError, match="over the 0 MB budget; pass --no-file"):
+        publishing.publish(runs["unet-small"], "v1", root=published)
+    listed = publishing.publish(runs["unet-small"], "too big", root=published, with_file=False)
+    assert listed.file is None and not list(listed.folder.glob("*.safetensors"))
+    result = runner.invoke(app, ["weights", "unet"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and "train to" in result.stdout and "weights" in result.stdout
+    with pytest.raises(ZooError, match="listed without a weights file .* train it"):
+        zoo.create_model("unet-small", pretrained=True)
+
+
+def test_the_recipe_links_the_recipe_file_it_matches(runs):
+    from zoo.results import read_record
+
+    record = read_record(runs["unet-small"])
+    command, recipe_file = publishing.recipe_of(record.config, "segmentation")
+    assert command.startswith("zoo train unet-small --epochs 1") and recipe_file is None
+    values = read_recipe(Path("recipes/unet-small.yaml"))
+    recipe = TrainConfig(**values).resolve("segmentation", "mini-facade")
+    command, recipe_file = publishing.recipe_of(recipe, "segmentation")
+    assert recipe_file == "recipes/unet-small.yaml" and "--amp-dtype bfloat16" in command
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_create_model_pretrained_loads_the_published_file(published):
+    found = zoo.get_weights("unet-small")
+    stored = load_file(str(found.path))
+    for pretrained in (True, "mini-facade", "mini-facade@v1"):
+        model = zoo.create_model("unet-small", pretrained=pretrained)
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v.float()) for k, v in stored.items()), pretrained
+    assert zoo.list_weights() == [zoo.get_weights("baseline-cnn"), found]
+
+
+def test_rescoring_reproduces_the_published_metrics_exactly(published, lookalikes):
+    for name in ("baseline-cnn", "unet-small"):
+        rescored = publishing.rescore(name, data_dir=str(lookalikes))
+        assert rescored.exact, (name, rescored.differences)
+    result = runner.invoke(app, ["eval", "unet-small", "--data-dir", str(lookalikes)])
+    assert result.exit_code == 0, result.output
+    assert "Reproduced exactly: test mean_ap" in result.stdout and "pillar" in result.stdout
+
+
+def test_zoo_weights_fits_80_columns_and_gives_csv_and_json(published):
+    result = runner.invoke(app, ["weights"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    found = zoo.get_weights("baseline-cnn")
+    text = "\n".join(lines)
+    for whole in ("baseline-cnn", "unet-small", "fashion-mnist", f"{found.metrics['accuracy']:.3f}",
+                  "212k", "zoo train baseline-cnn"):  # fmt: skip
+        assert whole in text, whole  # never split across lines
+    rows = json.loads(runner.invoke(app, ["weights", "--format", "json"]).stdout)
+    assert {row["name"] for row in rows} == {"baseline-cnn", "unet-small"}
+    assert rows[0]["sha256"] == found.sha256 and rows[0]["recipe"] == found.recipe
+    csv = runner.invoke(app, ["weights", "unet", "--format", "csv"]).stdout.splitlines()
+    assert csv[0].startswith("name,model,dataset,version") and len(csv) == 2
+
+
+def test_predict_and_explain_take_a_published_name(published, tmp_path):
+    photo = tmp_path / "house.png"
+    Image.fromarray(np.full((40, 30, 3), 120, dtype=np.uint8)).save(photo)
+    result = runner.invoke(app, ["predict", "unet-small", str(photo), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / "house_mask.png").exists()
+    result = runner.invoke(app, ["predict", "baseline-cnn", str(photo)])
+    assert result.exit_code == 0 and "house.png: " in result.stdout
+    out = tmp_path / "explain"
+    result = runner.invoke(
+        app, ["explain", "baseline-cnn", "--method", "confused", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "never confused either way" in result.stdout and (out / "confused_pairs.png").exists()
+
+
+def test_old_run_records_with_pretrained_read_as_imagenet():
+    old = {"model": "timm/resnet18", "pretrained": True}
+    assert TrainConfig.from_dict(old).imagenet is True
+    with pytest.raises(ZooError, match="no ImageNet weights for baseline-cnn.*--imagenet"):
+        zoo.create_model("baseline-cnn", imagenet=True)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def one_sentence_error(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    return result.stderr
+
+
+def test_an_unknown_published_name_suggests_close_ones(published, tmp_path):
+    with pytest.raises(ZooError, match="Unknown published weights 'baseline-cn'. Did you mean"):
+        zoo.get_weights("baseline-cn")
+    message = one_sentence_error(["eval", "unet-smal"])
+    assert "Unknown published weights 'unet-smal'. Did you mean 'unet-small'?" in message
+    message = one_sentence_error(["predict", "unet-small:cmp-facad", str(tmp_path / "x.png")])
+    assert "no published unet-small weights for cmp-facad" in message
+    assert not (Path("predictions")).exists()
+
+
+def test_a_weights_file_that_was_truncated_or_edited_is_refused(published):
+    path = zoo.get_weights("baseline-cnn").path
+    expected = zoo.get_weights("baseline-cnn").sha256
+    original = path.read_bytes()
+    for damaged in (original[: len(original) // 2], original[:-1] + bytes([original[-1] ^ 1])):
+        path.write_bytes(damaged)
+        with pytest.raises(ZooError) as error:
+            zoo.create_model("baseline-cnn", pretrained=True)
+        message = str(error.value)
+        assert str(path) in message and expected in message
+        assert weights.file_sha256(path) in message and "truncated or edited" in message
+
+
+def test_pretrained_for_an_entry_without_published_weights_names_those_that_have_them(published):
+    with pytest.raises(ZooError, match=r"no published weights for fcn \(entries that have them: "
+                       r"baseline-cnn, unet-small\)"):  # fmt: skip
+        zoo.create_model("fcn", pretrained=True)
+
+
+def test_a_committed_run_folder_says_its_checkpoints_are_not_in_the_repository(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(photo)
+    message = one_sentence_error(["predict", str(COMMITTED_UNET_RUN), str(photo)])
+    assert "run checkpoints are never committed to the repository" in message
+    assert "pass the model name (unet-small) instead of the run folder" in message
+    assert "--checkpoint" not in message  # neither checkpoint is there
+    assert not (COMMITTED_UNET_RUN / "predictions").exists()
+
+
+def test_a_hub_folder_of_another_model_is_refused(published, tmp_path):
+    from zoo.export import export
+
+    export("baseline-cnn", "hub", tmp_path / "hub")
+    with pytest.raises(ZooError, match="holds weights for baseline-cnn, not wide-leaky-cnn"):
+        zoo.create_model("wide-leaky-cnn", pretrained=tmp_path / "hub")
+
+
+# ----------------------------------------------------------------------------- the repository
+
+
+def test_published_weights_fit_the_budget_and_travel_with_zoo():
+    root = Path("zoo/published")
+    assert publishing.budget_used(root) <= weights.BUDGET_BYTES
+    for found in weights.list_weights(all_versions=True, root=root):
+        if found.file:
+            assert weights.verified_file(found) == found.path
+            assert not looks_like_pickle(found.path), "never a pickle"
+    pyproject = Path("pyproject.toml").read_text()
+    assert '"published/**/*"' in pyproject, "package data: an installed zoo finds them"
+    probe = "zoo/published/some-model/some-data/v1/model.safetensors"
+    ignored = subprocess.run(["git", "check-ignore", "-q", probe], capture_output=True)
+    assert ignored.returncode == 1, f"{probe} is git-ignored; .gitignore must let it in"
+    assert (
+        subprocess.run(["git", "check-ignore", "-q", "results/x/best.safetensors"]).returncode == 0
+    )
+
+
+REAL = weights.list_weights(root=Path("zoo/published"))
+# Scoring cost in TFLOP (GFLOPs per image x test images / 1e3) that the default run takes: up to
+# about 20 s on a busy 2-core CPU (unet-small on Mini Facade is 0.55, unet 2.75).
+CHEAP = 1.0
+
+
+def cost(found) -> float:
+    images = {"fashion-mnist": 10_000, "mini-facade": 114, "cmp-facade": 60}.get(found.dataset, 1e4)
+    return found.gflops * images / 1e3
+
+
+@pytest.mark.parametrize(
+    "found",
+    [
+        pytest.param(w, id=w.ref, marks=[pytest.mark.slow] * (cost(w) > CHEAP))
+        for w in REAL
+        if w.file
+    ],
+)
+def test_every_published_entry_reproduces_its_metrics_exactly(found, monkeypatch):
+    """`zoo eval NAME` on the real test split gives the published scores, to the last digit,
+    on the torch version that published them."""
+    from conftest import real_data_root
+
+    root = real_data_root()
+    if root is None or not (root / found.dataset).is_dir():
+        pytest.skip(f"set ZOO_DATA to a folder holding {found.dataset}/")
+    if found.torch_version != torch.__version__:
+        pytest.skip(f"published on torch {found.torch_version}, this is {torch.__version__}")
+    monkeypatch.setenv(weights.PUBLISHED_ENV, str(Path("zoo/published").resolve()))
+    rescored = publishing.rescore(found.ref, data_dir=str(root))
+    assert rescored.exact, rescored.differences
