@@ -17,8 +17,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/zoo train baseline-cnn
 
+# Tests run in a random order (pytest-randomly); SEED fixes it, so a failure in CI reproduces with
+# `make test SEED=N`, and `make test SEED=$RANDOM` tries a new order.
+SEED ?= 20261201
+
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -p randomly --randomly-seed=$(SEED)
 
 test-all: install  # the slow tests too (pyproject's addopts skip them by default)
 	$(BIN)/pytest -q -m ""
