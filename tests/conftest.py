@@ -36,8 +36,13 @@ def tiny_root(tmp_path, monkeypatch) -> Path:
     """A data root with a small Fashion-MNIST look-alike: 200 train + 50 test images whose class is
     drawn into the image (a bright bar at a class-dependent row), so a model can learn it. The
     official MD5 table is swapped for these files' MD5s."""
+    monkeypatch.setattr(fashion_mnist, "FILES", write_tiny_fashion_mnist(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def write_tiny_fashion_mnist(root: Path) -> dict[str, str]:
+    """tiny_root's four IDX files under `root`; returns their MD5 table (file name -> MD5)."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "data" / fashion_mnist.FOLDER
     md5s = {}
     for prefix, count in (("train", 200), ("t10k", 50)):
         labels = np.arange(count) % 10
@@ -45,11 +50,10 @@ def tiny_root(tmp_path, monkeypatch) -> Path:
         for i, label in enumerate(labels):
             images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 250
         for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            path = folder / f"{prefix}-{kind}-ubyte.gz"
+            path = root / fashion_mnist.FOLDER / f"{prefix}-{kind}-ubyte.gz"
             write_idx(path, array)
             md5s[path.name] = md5(path)
-    monkeypatch.setattr(fashion_mnist, "FILES", md5s)
-    return tmp_path / "data"
+    return md5s
 
 
 # Fresh interpreters (a `zoo` subprocess, torchrun's workers, `zoo sweep --workers`) do not see

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_facade_pairs, write_idx
+from conftest import write_facade_pairs, write_tiny_fashion_mnist
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -38,24 +38,11 @@ COMMITTED_UNET_RUN = Path("results/mini-facade/unet-small/20261121-121126")  # n
 def lookalikes(tmp_path_factory):
     """A data root with tiny Fashion-MNIST and Mini Facade look-alikes (as conftest's tiny_root
     and facade_root make them), kept for the whole module so that its runs train once."""
-    import hashlib
-
     from zoo.data import fashion_mnist, pairs
 
     patch = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    md5s = {}
-    for prefix, count in (("train", 200), ("t10k", 50)):
-        labels = np.arange(count) % 10
-        images = rng.integers(0, 60, size=(count, 28, 28))
-        for i, label in enumerate(labels):
-            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 250
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            path = root / fashion_mnist.FOLDER / f"{prefix}-{kind}-ubyte.gz"
-            write_idx(path, array)
-            md5s[path.name] = hashlib.md5(path.read_bytes()).hexdigest()
-    patch.setattr(fashion_mnist, "FILES", md5s)
+    patch.setattr(fashion_mnist, "FILES", write_tiny_fashion_mnist(root))
     patch.setattr(pairs, "SIZE", (32, 32))
     patch.setenv("XDG_CACHE_HOME", str(root / "user-cache"))
     patch.delenv("ZOO_CACHE", raising=False)
