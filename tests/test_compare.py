@@ -291,3 +291,26 @@ def test_the_spread_of_a_single_run_row_is_the_other_rows():
     assert inside["exceeds_spread"] is False
     lone = row_of(0.95, baseline=row_of(0.90)).versus_baseline()  # no spread on either side
     assert lone["spread"] is None and lone["exceeds_spread"] is False and lone["p_value"] is None
+
+
+def test_a_wrapping_column_keeps_a_figure_and_its_unit_together():
+    from rich.console import Console
+
+    from zoo.compare import fitted_table
+
+    header = ["model", "acc", "params", "GFLOPs", "size", "dtype", "recipe"]
+    published = ["timm/mobilenetv3_small_100", "0.871", "1.53M", "0.0104", "6.2 MB", "fp32", "a"]
+    listed = ["baseline-cnn", "0.929", "212k", "0.0023", "train to get weights", "", "b"]
+
+    def render(body) -> str:
+        console = Console(width=80, record=True)
+        for part in fitted_table("t", header, body, 80, wrap=("size",)):
+            console.print(part)
+        text = console.export_text()
+        assert max(map(len, text.splitlines())) <= 80
+        return text
+
+    assert "6.2 MB" in render([published])
+    text = render([published, listed])
+    assert "6.2 MB" in text and "timm/mobilenetv3_small_100" in text
+    assert "train to get weights" not in text and "weights" in text  # text wraps, at spaces

@@ -218,6 +218,28 @@ def test_ctrl_c_keeps_checkpoint_and_history(tiny_root, tmp_path, monkeypatch):
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
 
 
+def test_sigterm_ends_a_run_as_ctrl_c_does(tiny_root, tmp_path, monkeypatch):
+    """`kill` (or a batch scheduler's stop) records the run as interrupted with its checkpoints,
+    instead of leaving a record that says "running"."""
+
+    def terminate_at_step_5(n, loss):
+        if n == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    counting_loss(monkeypatch, terminate_at_step_5)
+    out = tmp_path / "results"
+    result = runner.invoke(app, train_args(tiny_root, out, "--epochs", "3", "--batch-size", "64"))
+    assert result.exit_code == 130
+    assert "Interrupted by SIGTERM at epoch 2, step 2" in result.stderr
+    (run_dir,) = run_folders(out)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
+    with safe_open(run_dir / "last.safetensors", "pt") as f:
+        assert f.metadata()["interrupted_at"] == "epoch 2, step 2"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
 def test_fp16_amp_on_cpu_warns_and_records_fp32(tiny_root, tmp_path):
     out = tmp_path / "results"
     args = train_args(tiny_root, out, "--epochs", "1", "--device", "cpu", "--amp")

@@ -547,8 +547,11 @@ def fitted_table(
     def words(text: str) -> int:
         return max((len(word) for word in text.split()), default=0)
 
+    def wraps(name: str, text: str) -> bool:  # a figure and its unit ("6.2 MB") stay on one line
+        return name in wrap and not text[:1].isdigit()
+
     widths = [
-        max([words(name)] + [words(c[i]) if name in wrap else len(c[i]) for c in body])
+        max([words(name)] + [words(c[i]) if wraps(name, c[i]) else len(c[i]) for c in body])
         for i, name in enumerate(header)
     ]
     order = sorted(

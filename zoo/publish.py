@@ -20,6 +20,7 @@ Everything that can be refused is refused before the first file is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -390,8 +391,19 @@ class Rescored:
     @property
     def same_setting(self) -> bool:
         """Whether this evaluation ran as the published one did (device, torch version...)."""
-        keys = ("device", "precision", "batch_size", "channels_last", "torch")
+        keys = ("device", "precision", "batch_size", "channels_last", "torch", "threads")
         return all(self.evaluation.get(k) == self.weights.evaluation.get(k) for k in keys)
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int):
+    """torch's intra-op CPU threads set to `count` inside the block, then put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def rescore(
@@ -406,7 +418,11 @@ def rescore(
     config = loaded.record.config
     split = load_test(config, data_dir)
     batch_size = found.evaluation.get("batch_size") or config.eval_batch_size
-    metrics, evaluation = score(loaded.model, split, batch_size=batch_size, device=device)
+    # CPU kernels sum in an order that depends on the thread count (scores then move by ~1e-10),
+    # so the published count is used again: bit-identical scores on the same torch version.
+    threads = found.evaluation.get("threads") if device.type == "cpu" else None
+    with cpu_threads(threads or torch.get_num_threads()):
+        metrics, evaluation = score(loaded.model, split, batch_size=batch_size, device=device)
     return Rescored(
         found, metrics, evaluation, score_differences(found.metrics, metrics, found.task)
     )

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,6 +249,7 @@ def run(
 ) -> results.RunRecord:
     """The loop and the end of a run, with the run folder locked and written on rank 0."""
     with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_as_ctrl_c())
         stack.enter_context(reporting(console if ranks.is_main else None))
         if ranks.is_main:
             stack.enter_context(results.RunLock(record.run_dir))
@@ -259,6 +262,24 @@ def run(
             precision=setup.precision, callbacks=callbacks, ranks=ranks,
         )  # fmt: skip
         return finish(record, loop, setup, ranks)
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (`kill`, a batch scheduler's stop) ends a run as Ctrl-C does: the record says
+    "interrupted" and the last epoch's checkpoints stay, instead of a record left "running"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def announce(record: results.RunRecord, setup: Setup, console: Console, ranks: Ranks) -> None:
@@ -302,7 +323,7 @@ def finish(record: results.RunRecord, loop: Loop, setup: Setup, ranks: Ranks) ->
             return record
         except KeyboardInterrupt:
             record.status = "interrupted"
-            record.message = "Interrupted by Ctrl-C during the final evaluation."
+            record.message = "Interrupted (Ctrl-C or SIGTERM) during the final evaluation."
     if (run_dir / BEST).exists():
         record.message += f" Run `zoo eval {run_dir}` to evaluate the best checkpoint so far."
     elif (run_dir / LAST).exists():
@@ -319,7 +340,10 @@ def status_message(loop: Loop, record: results.RunRecord) -> str:
     """What happened, in a sentence or two, for a run that did not simply complete."""
     last = record.run_dir / LAST if record.run_dir else LAST
     if loop.status == "interrupted" and loop.interrupted_at:
-        return f"Interrupted by Ctrl-C at {loop.interrupted_at}; weights saved to {last}."
+        return (
+            f"Interrupted by {loop.interrupted_by} at {loop.interrupted_at}; weights saved to "
+            f"{last}."
+        )
     if loop.status == "interrupted":
         return "Interrupted by Ctrl-C; the last complete epoch's weights are kept."
     if loop.status == "diverged":

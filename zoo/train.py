@@ -221,24 +221,31 @@ def train_one_epoch(
 
 
 class StopOnInterrupt:
-    """Turn the first Ctrl-C into a flag checked between steps; a second one stops at once."""
+    """Turn the first Ctrl-C, or SIGTERM (what `kill` and batch schedulers send), into a flag
+    checked between steps; a second signal stops at once."""
+
+    SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self):
         self.requested = False
-        self.previous = None
+        self.by = ""  # which signal asked: "Ctrl-C" or "SIGTERM"
+        self.previous: dict = {}
 
     def _handler(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)  # the next Ctrl-C raises KeyboardInterrupt
+        self.requested, self.by = True, self.SIGNALS[signum]
+        for number, handler in self.previous.items():  # the next signal acts as it used to
+            signal.signal(number, handler)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handler)
+            self.previous = {
+                number: signal.signal(number, self._handler) for number in self.SIGNALS
+            }
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 class Callback:
@@ -276,6 +283,7 @@ class Loop:
     status: str = "running"  # completed | interrupted | diverged | what request_stop says
     reason: str = ""  # diverged: what and where; stopped by a callback: its message
     interrupted_at: str | None = None  # Ctrl-C between steps: "epoch E, step S"
+    interrupted_by: str = "Ctrl-C"  # or "SIGTERM"
     stop_request: tuple[str, str] | None = None
 
     def request_stop(self, status: str, message: str) -> None:
@@ -349,6 +357,7 @@ def fit(
             loop.status, loop.reason = loop.stop_request or ("completed", "")
         except Interrupted as where:
             loop.status, loop.interrupted_at = "interrupted", str(where)
+            loop.interrupted_by = stop.by
         except KeyboardInterrupt:
             loop.status = "interrupted"
         except Diverged as error:
