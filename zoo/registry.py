@@ -87,7 +87,8 @@ class Registry:
             warnings.warn(
                 ZooWarning(
                     f"The zoo plugin {self.plugin} failed to load ({type(error).__name__}: "
-                    f"{error}), so its {self.kind}s are left out; fix it, or uninstall it."
+                    f"{error}), so its {self.kind}s are left out; fix it, or uninstall "
+                    f"{dist.name if dist else 'it'}."
                 ),
                 stacklevel=2,
             )
