@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,42 @@ def committed_baseline_record():
     from zoo.results import read_record
 
     return read_record(COMMITTED_BASELINE)
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    """`plugins(dist, {group: {entry point name: "module" or "module:function"}}, {module: code})`
+    installs a distribution the way pip would leave it: `<dist>-0.1.dist-info/` (METADATA and
+    entry_points.txt) and the modules, in a folder put first on sys.path. MODELS and DATASETS
+    keep zoo's own entries and read their entry points again on the next lookup; what the test
+    registers, and the plugin modules it imports, are gone afterwards. Returns the folder (for a
+    subprocess's PYTHONPATH)."""
+    from zoo.registry import DATASETS, MODELS
+
+    for registry in (MODELS, DATASETS):
+        registry.load()  # zoo's own entries, before the copy: their modules import only once
+        monkeypatch.setattr(registry, "entries", dict(registry.entries))
+        monkeypatch.setattr(registry, "loaded", False)
+    folder = tmp_path / "site-packages"
+    modules: list[str] = []
+
+    def install(dist: str, groups: dict[str, dict[str, str]], code: dict[str, str]) -> Path:
+        info = folder / f"{dist}-0.1.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(
+            "".join(
+                f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in points.items())
+                for group, points in groups.items()
+            )
+        )
+        for module, text in code.items():
+            (folder / f"{module}.py").write_text(text)
+            modules.append(module)
+        if str(folder) not in sys.path:
+            monkeypatch.syspath_prepend(str(folder))  # also clears the import system's caches
+        return folder
+
+    yield install
+    for module in modules:
+        sys.modules.pop(module, None)

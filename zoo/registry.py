@@ -3,6 +3,9 @@
 Importing a family module (`zoo.models.cnn`, `zoo.data.fashion_mnist`, ...) registers its entries.
 Each registry imports its package (`zoo.models`, `zoo.data`) on its first lookup, so
 `zoo.create_model("baseline-cnn")` just works, and this module imports neither torch nor numpy.
+On that same first lookup it loads the plugins: the entry points of its group (`zoo.models`,
+`zoo.datasets`) that installed packages declare, each naming a module (or a function) whose
+import (or call) registers that package's entries (docs/adding-a-model.md).
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import fnmatch
 import importlib
 import inspect
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from zoo.errors import UnknownNameError, ZooError
+from zoo.errors import UnknownNameError, ZooError, ZooWarning
 
 Task = Literal["classification", "segmentation"]
 TASKS: tuple[Task, ...] = ("classification", "segmentation")
@@ -40,20 +44,56 @@ def _natural_key(name: str) -> list:
 class Registry:
     """One dict of entries plus the lookups every registry needs."""
 
-    def __init__(self, kind: str, list_command: str, package: str | None = None):
+    def __init__(
+        self, kind: str, list_command: str, package: str | None = None, group: str | None = None
+    ):
         self.kind = kind  # "model" or "dataset", used in messages
         self.list_command = list_command  # what to type to see the names
-        self.package = package  # importing it registers every entry (None: nothing to import)
-        self.loaded = False
+        self.package = package  # importing it registers zoo's own entries (None: nothing to import)
+        self.group = group  # the entry-point group of third-party plugins (None: no plugins)
+        self.loaded = False  # set back to False, the next lookup reads the plugins again
+        self.plugin: str | None = None  # the plugin being loaded, named in its warnings
         self.entries: dict[str, Entry] = {}
         # Prefix resolvers build entries on demand for names like "timm/resnet18".
         self.prefixes: dict[str, Callable[[str], Entry]] = {}
 
     def load(self) -> None:
-        """Import the package that registers the entries, once (on the first lookup)."""
-        if not self.loaded and self.package is not None:
-            self.loaded = True
+        """Once, on the first lookup: import the package that registers zoo's own entries, then
+        load each plugin of the entry-point group."""
+        if self.loaded:
+            return
+        self.loaded = True
+        if self.package is not None:
             importlib.import_module(self.package)
+        if self.group is not None:
+            from importlib.metadata import entry_points  # here: `zoo --help` never pays for it
+
+            for entry_point in entry_points(group=self.group):
+                self.load_plugin(entry_point)
+
+    def load_plugin(self, entry_point) -> None:
+        """Import the entry point's module (calling it if it names a function). A plugin that
+        raises is left out whole, with one warning; zoo goes on with the others."""
+        dist = entry_point.dist
+        self.plugin = f"{entry_point.name!r}" + (f" ({dist.name} {dist.version})" if dist else "")
+        before = set(self.entries)
+        try:
+            loaded = entry_point.load()
+            if callable(loaded):
+                loaded()
+        except Exception as error:
+            for name in set(self.entries) - before:
+                del self.entries[name]
+            warnings.warn(
+                ZooWarning(
+                    f"The zoo plugin {self.plugin} failed to load ({type(error).__name__}: "
+                    f"{error}), so its {self.kind}s are left out; fix it, or uninstall "
+                    f"{dist.name if dist else 'it'}."
+                ),
+                stacklevel=2,
+            )
+        finally:
+            self.plugin = None
 
     def register(
         self,
@@ -70,7 +110,20 @@ class Registry:
 
         def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
             if name in self.entries:
-                raise ValueError(f"A {self.kind} named {name!r} is already registered.")
+                owner = self.entries[name].factory.__module__
+                if self.plugin is None:
+                    raise ValueError(
+                        f"A {self.kind} named {name!r} is already registered (by {owner})."
+                    )
+                warnings.warn(
+                    ZooWarning(
+                        f"The zoo plugin {self.plugin} registers the {self.kind} {name!r} that "
+                        f"{owner} already registered, so zoo keeps {owner}'s and skips the "
+                        "plugin's; rename it in the plugin."
+                    ),
+                    stacklevel=2,
+                )
+                return factory
             entry = Entry(name, task, dataset, description, factory, info, num_parameters)
             self.entries[name] = entry
             return factory
@@ -112,8 +165,8 @@ class Registry:
         )
 
 
-MODELS = Registry("model", "zoo list", "zoo.models")
-DATASETS = Registry("dataset", "zoo datasets", "zoo.data")
+MODELS = Registry("model", "zoo list", package="zoo.models", group="zoo.models")
+DATASETS = Registry("dataset", "zoo datasets", package="zoo.data", group="zoo.datasets")
 
 
 def register_model(
