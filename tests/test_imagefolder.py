@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from zoo import bench
 from zoo.cli import app
-from zoo.data import imagefolder, load_dataset
 from zoo.config import TrainConfig
+from zoo.data import imagefolder, load_dataset
 from zoo.data.base import get_dataset_info, run_data_options
 from zoo.data.images import read_image, read_square
 from zoo.data.transforms import random_resized_crop_flip
