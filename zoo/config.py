@@ -70,11 +70,17 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the model for training.")
     augment: bool = option(
         False,
-        "Augment training batches: random crop + flip (classification); flip, random scale/crop "
-        "and brightness/contrast on photo and mask together (segmentation).",
+        "Augment training batches: random crop + flip (classification; imagefolder: random "
+        "resized crop + flip); flip, random scale/crop and brightness/contrast on photo and mask "
+        "together (segmentation).",
     )
     augment_scale: float = option(0.5, "Segmentation --augment: smallest crop, share of the area.")
     augment_color: float = option(0.2, "Segmentation --augment: brightness/contrast limit (0=off).")
+    img_size: int | None = option(
+        None,
+        "imagefolder: side of the square samples; default: the images' median shorter side, "
+        "8 to 64.",
+    )
     crop_size: int | None = option(
         None, "Segmentation: train on random CROP_SIZE x CROP_SIZE crops at the images' own scale."
     )
@@ -138,6 +144,10 @@ class TrainConfig:
             (
                 0 <= self.augment_color < 1,
                 f"--augment-color must be in [0, 1), got {self.augment_color}.",
+            ),
+            (
+                self.img_size is None or self.img_size >= 4,
+                f"--img-size must be at least 4, got {self.img_size}.",
             ),
             (
                 self.crop_size is None or self.crop_size >= 1,

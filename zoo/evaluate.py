@@ -18,7 +18,7 @@ from rich.console import Console
 
 from zoo import results
 from zoo.checkpoint import BEST
-from zoo.data.base import DatasetInfo
+from zoo.data.base import DatasetInfo, run_data_options
 from zoo.data.splits import Split, Splits, iterate_batches, load_dataset
 from zoo.metrics import (
     classification_metrics,
@@ -189,6 +189,7 @@ def evaluate_run(
             val_fraction=config.val_fraction,
             split_seed=config.split_seed,
             skip_bad=config.skip_bad_samples,
+            options=run_data_options(config),
         )
         if device.type == "cuda":
             data = data.to(device)

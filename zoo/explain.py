@@ -423,6 +423,7 @@ def test_examples(model, record, info: DatasetInfo, device, data_dir, region_cla
     predictions. Classification: per class the first correctly and the first wrongly classified
     image (as examples.png picks them). Segmentation: the 3 images where the most pixels are
     predicted as `region_class`, and the 3 where most of its true pixels are missed."""
+    from zoo.data.base import run_data_options
     from zoo.data.splits import load_dataset, normalize
     from zoo.evaluate import predict
     from zoo.runtime import resolve_precision
@@ -431,6 +432,7 @@ def test_examples(model, record, info: DatasetInfo, device, data_dir, region_cla
     data = load_dataset(
         config.dataset, data_dir or config.data_dir, val_fraction=config.val_fraction,
         split_seed=config.split_seed, skip_bad=config.skip_bad_samples,
+        options=run_data_options(config),
     )  # fmt: skip
     precision = resolve_precision(device, False, "float16")
     found = predict(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from zoo.data.base import DatasetInfo
-from zoo.data.images import read_image
+from zoo.data.images import fit_square, read_image
 from zoo.data.splits import normalize
 from zoo.errors import ZooError
 from zoo.progress import phase
@@ -34,9 +34,13 @@ class Prediction:
 
 
 def to_input(image: Image.Image, info: DatasetInfo, device: torch.device) -> torch.Tensor:
-    """Resize to the dataset's sample size and normalise, as the training batches were."""
+    """Resize (imagefolder: and centre-crop) to the dataset's sample size and normalise, as the
+    training batches were."""
     height, width = info.image_size
-    resized = np.asarray(image.resize((width, height), Image.BILINEAR))
+    if info.crop_pct is not None:
+        resized = np.asarray(fit_square(image, width, info.crop_pct))
+    else:
+        resized = np.asarray(image.resize((width, height), Image.BILINEAR))
     array = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)
     tensor = torch.from_numpy(np.array(array))[None].to(device)  # a writable copy
     return normalize(tensor, info)

@@ -96,6 +96,7 @@ class RunRecord:
     checkpoint: str | None = None  # the weights val/test were computed from
     eval_precision: str | None = None
     class_names: list[str] = field(default_factory=list)
+    input: dict | None = None  # what the model saw: in_chans, image_size, mean, std, normalisation
     val: dict | None = None  # split metrics (metrics.py), None until evaluated
     test: dict | None = None
     skipped_samples: list[str] = field(default_factory=list)  # bad files left out
@@ -147,6 +148,7 @@ class RunRecord:
             "checkpoint": self.checkpoint,
             "eval_precision": self.eval_precision,
             "class_names": self.class_names,
+            "input": self.input,
             "val": self.val,
             "test": self.test,
             "skipped_samples": self.skipped_samples,
@@ -155,7 +157,7 @@ class RunRecord:
             "figures": self.figures,
             "resumed": self.resumed,
         }
-        optional = ("checkpoint", "eval_precision", "class_names", "val", "test", *V2_KEYS)
+        optional = ("checkpoint", "eval_precision", "class_names", "input", "val", "test", *V2_KEYS)
         return {k: v for k, v in document.items() if k not in optional or v not in (None, [], {})}
 
 
@@ -367,6 +369,7 @@ RECORD_KEYS = {
     "checkpoint",
     "eval_precision",
     "class_names",
+    "input",
     "val",
     "test",
     "skipped_samples",

@@ -30,6 +30,7 @@ from zoo import results
 from zoo.callbacks import ConsoleProgress, ResumeFrom, RunWriter
 from zoo.checkpoint import BEST, LAST, STATE, load_weights, read_state_progress
 from zoo.config import TrainConfig
+from zoo.data.base import run_data_options
 from zoo.data.splits import Splits, load_dataset
 from zoo.distributed import ONE_PROCESS, Ranks
 from zoo.errors import ZooError
@@ -66,9 +67,10 @@ def check_recipe(
     """What can only be checked once the data and device are known; one sentence each, before
     any work."""
     if data.info.task != task:
+        own = {"classification": "imagefolder:PATH", "segmentation": "segfolder:PATH"}[task]
         raise ZooError(
             f"{config.model} is a {task} model but {config.dataset} is a {data.info.task} "
-            f"dataset; pick a {task} dataset (`zoo datasets`)."
+            f"dataset; pick a {task} dataset (`zoo datasets`), or {own} for a folder of your own."
         )
     if len(data.train) == 0:
         raise ZooError(
@@ -110,8 +112,11 @@ def prepare(config: TrainConfig, task: str, console: Console, ranks: Ranks) -> S
             split_seed=config.split_seed,
             limit_train=config.limit_train,
             skip_bad=config.skip_bad_samples,
+            options=run_data_options(config),
         )
         check_recipe(config, data, task, device, ranks)
+        if data.info.crop_pct is not None and config.img_size is None:  # recorded, for eval
+            config = dataclasses.replace(config, img_size=data.info.image_size[0])
         if device.type == "cuda":
             data = data.to(device)
         torch.manual_seed(config.seed)
@@ -150,13 +155,21 @@ def train_run(
     if ranks.is_main:
         results.check_writable(config.out)
     setup = prepare(config, entry.task, console, ranks)
+    info = setup.data.info
     record = results.RunRecord(
-        config=config,
+        config=setup.config,
         task=entry.task,
         precision=setup.precision.label,
         environment=results.environment(setup.device),
         num_parameters=sum(p.numel() for p in setup.model.parameters()),
-        class_names=list(setup.data.info.class_names),
+        class_names=list(info.class_names),
+        input={
+            "in_chans": info.in_chans,
+            "image_size": list(info.image_size),
+            "mean": list(info.mean),
+            "std": list(info.std),
+            "normalisation": info.normalisation,
+        },
         skipped_samples=list(setup.data.skipped),
         tags=dict(tags or {}),
     )
@@ -209,7 +222,7 @@ def resume_run(
             soft_wrap=True,
         )
     setup = prepare(config, record.task, console, ranks)
-    record.config, record.status, record.message = config, "running", ""
+    record.config, record.status, record.message = setup.config, "running", ""
     record.checkpoint = record.val = record.test = None  # evaluated again at the end
     record.resumed = [*record.resumed, done]
     return run(record, setup, [ResumeFrom(state), *callbacks], console, ranks)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from zoo.config import TrainConfig
 from zoo.data.base import DatasetInfo
 from zoo.data.splits import Splits, iterate_batches, num_batches
-from zoo.data.transforms import joint_augmentation, random_crop_flip
+from zoo.data.transforms import joint_augmentation, random_crop_flip, random_resized_crop_flip
 from zoo.distributed import ONE_PROCESS, Ranks
 from zoo.errors import ZooError
 from zoo.evaluate import validation_counts, validation_scores
@@ -315,7 +315,9 @@ def batch_transform(config: TrainConfig, info: DatasetInfo):
             brightness_contrast=config.augment_color if config.augment else 0.0,
             crop=config.crop_size,
         )
-    return random_crop_flip() if config.augment else None
+    if not config.augment:
+        return None
+    return random_resized_crop_flip() if info.augment == "resized-crop-flip" else random_crop_flip()
 
 
 def fit(

@@ -401,7 +401,7 @@ def load_run_model(record, checkpoint: str, device, *, channels_last: bool | Non
 
     `record` is a results.RunRecord; `channels_last` defaults to the run's setting."""
     from zoo.checkpoint import BEST, LAST, CheckpointError, load_weights
-    from zoo.data.base import get_dataset_info
+    from zoo.data.base import get_dataset_info, run_data_options
     from zoo.runtime import place_model
 
     path = record.run_dir / checkpoint
@@ -418,7 +418,7 @@ def load_run_model(record, checkpoint: str, device, *, channels_last: bool | Non
             "use its published weights (`zoo weights` lists them), or train it again "
             f"(`zoo train --config {record.run_dir / 'config.json'}`){there}."
         )
-    info = get_dataset_info(record.dataset)
+    info = get_dataset_info(record.dataset, **run_data_options(record.config))
     model = build_model(record.model, num_classes=info.num_classes, in_chans=info.in_chans)
     layout = record.config.channels_last if channels_last is None else channels_last
     place_model(model, device, layout)

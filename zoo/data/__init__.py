@@ -8,6 +8,7 @@ in-memory splits and batches (`load_dataset`, `iterate_batches`, ...) come from
 from zoo.data import (
     facade,  # noqa: F401  (registers mini-facade, cmp-facade)
     fashion_mnist,  # noqa: F401  (registers "fashion-mnist")
+    imagefolder,  # noqa: F401  (registers the imagefolder: prefix)
     segfolder,  # noqa: F401  (registers the segfolder: prefix)
 )
 from zoo.data.base import (

@@ -7,13 +7,15 @@ instant; `zoo.data.splits` turns a loader's arrays into the tensors training sli
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from zoo.registry import DATASETS, Task
+from zoo.errors import ZooError
+from zoo.registry import DATASETS, MODELS, Entry, Task
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,11 @@ class DatasetInfo:
     std: tuple[float, ...]
     description: str = ""
     palette: tuple[tuple[int, int, int], ...] | None = None  # segmentation: RGB per class
+    # Classification: what --augment does, "crop-flip" (2-pixel padded random crop + flip) or
+    # "resized-crop-flip" (timm's RandomResizedCrop + flip, for photos at --img-size).
+    augment: str = "crop-flip"
+    crop_pct: float | None = None  # files resized to side / crop_pct, centre-cropped (timm eval)
+    normalisation: str = "training split"  # where mean and std come from ("ImageNet" or this)
 
     @property
     def num_classes(self) -> int:
@@ -57,8 +64,41 @@ def list_datasets(pattern: str = "*", task: Task | None = None) -> list[str]:
     return DATASETS.names(pattern, task)
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
-    return DATASETS.get(name).info
+def get_dataset_info(name: str, **options) -> DatasetInfo:
+    return get_dataset(name, **options).info
+
+
+def get_dataset(name: str, **options) -> Entry:
+    """The entry of dataset `name`. A folder dataset (`imagefolder:PATH`) takes `options` (see
+    `run_data_options`), each resolver those its signature names; a named dataset takes none,
+    so `--img-size` on one is an error."""
+    DATASETS.load()
+    resolver = DATASETS.prefixes.get(name.partition(":")[0]) if ":" in name else None
+    taken = inspect.signature(resolver).parameters if resolver else {}
+    if options.get("img_size") is not None and "img_size" not in taken:
+        raise ZooError(
+            f"--img-size is for imagefolder:PATH datasets, and {name} has its own sample size; "
+            "drop --img-size."
+        )
+    if resolver is None or not options:
+        return DATASETS.get(name)
+    return resolver(name, **{key: value for key, value in options.items() if key in taken})
+
+
+def run_data_options(config) -> dict:
+    """What a recipe (a TrainConfig) asks of a folder dataset: the sample side, 3 channels for
+    the models that start from ImageNet (timm/ and smp/ ones, with a `pretrained` parameter),
+    ImageNet's mean and std with --imagenet, the split and whether to skip bad files. Training,
+    `zoo eval`, `predict` and `explain` pass the same options, so they see the same samples."""
+    factory = MODELS.get(config.model).factory
+    return {
+        "img_size": config.img_size,
+        "rgb": "pretrained" in inspect.signature(factory).parameters,
+        "imagenet_stats": config.imagenet,
+        "val_fraction": config.val_fraction,
+        "split_seed": config.split_seed,
+        "skip_bad": config.skip_bad_samples,
+    }
 
 
 def cache_root() -> Path:

@@ -123,30 +123,40 @@ WARNED: set[str] = set()  # cache folders already warned about, once per process
 
 
 def load_cache(path: Path) -> Decoded | None:
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            return Decoded(
-                arrays["images"],
-                arrays["masks"],
-                arrays["names"].tolist(),
-                arrays["skipped"].tolist(),
-            )
-    except (OSError, KeyError, ValueError):  # missing or damaged: decode again
+    arrays = load_arrays(path, ("images", "masks", "names", "skipped"))
+    if arrays is None:
         return None
+    return Decoded(
+        arrays["images"], arrays["masks"], arrays["names"].tolist(), arrays["skipped"].tolist()
+    )
 
 
 def save_cache(path: Path, decoded: Decoded) -> None:
-    """Write atomically, then delete this key's stale versions; a failed write only costs time."""
+    save_arrays(
+        path,
+        images=decoded.images,
+        masks=decoded.masks,
+        names=np.array(decoded.names, dtype=str),
+        skipped=np.array(decoded.skipped, dtype=str),
+    )
+
+
+def load_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The arrays `keys` of a cache file, or None when it is missing or damaged (decode again)."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in keys}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """Write a cache file atomically, then delete this key's stale versions (same name up to the
+    last `-`); a failed write only costs time."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                images=decoded.images,
-                masks=decoded.masks,
-                names=np.array(decoded.names, dtype=str),
-                skipped=np.array(decoded.skipped, dtype=str),
-            )
+            np.savez(f, **arrays)
         os.replace(tmp, path)
         prefix = path.name.rsplit("-", 1)[0]
         for stale in path.parent.glob(f"{prefix}-*.npz"):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from inspect import signature
 from pathlib import Path
 
 import torch
 
-from zoo.data.base import DatasetInfo, resolve_data_root
+from zoo.data.base import DatasetInfo, get_dataset, resolve_data_root
 from zoo.errors import ZooError
 from zoo.progress import phase
-from zoo.registry import DATASETS
 
 
 @dataclass
@@ -70,18 +70,20 @@ def load_dataset(
     limit_train: int | None = None,
     download: bool = True,
     skip_bad: bool = False,
+    options: dict | None = None,
 ) -> Splits:
     """Load dataset `name` into memory and carve a seeded validation split out of train.
 
     The split depends on `split_seed` only, never on the training seed, so every run of every
     model on a dataset is selected on the same validation images; the test split is never used
     for selection. `limit_train` keeps the first N shuffled training images (for quick runs).
-    `skip_bad` (segmentation datasets) leaves out unusable files; `Splits.skipped` lists them.
+    `skip_bad` (datasets read from files) leaves out unusable files; `Splits.skipped` lists them.
+    `options` (`base.run_data_options` of a recipe) go to folder datasets (`imagefolder:PATH`).
     """
-    entry = DATASETS.get(name)
-    options = {"skip_bad": skip_bad} if entry.task == "segmentation" else {}
     with phase(f"loading {name}"):
-        loaded = entry.factory(resolve_data_root(data_dir), download=download, **options)
+        entry = get_dataset(name, **(options or {}))
+        extra = {"skip_bad": skip_bad} if "skip_bad" in signature(entry.factory).parameters else {}
+        loaded = entry.factory(resolve_data_root(data_dir), download=download, **extra)
     skipped = tuple(line for arrays in loaded.values() for line in arrays.skipped)
     splits = {
         key: Split(torch.from_numpy(arrays.images), torch.from_numpy(arrays.targets))

@@ -80,3 +80,30 @@ def joint_augmentation(
         return out_images.to(device), torch.from_numpy(out_masks).to(device)
 
     return transform
+
+
+def random_resized_crop_flip(
+    scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
+):
+    """timm's training augmentation for photos, with albumentations: a random crop of `scale` of
+    the area and `ratio` aspect, resized back to the input size, then a random horizontal flip
+    (timm's defaults). Same signature as `random_crop_flip`'s transform; (B, C, H, W) uint8 in,
+    the same shape out; the batch's seed comes from `generator`, so runs repeat."""
+    import albumentations as A
+    import numpy as np
+
+    pipelines: dict[tuple[int, int], A.Compose] = {}  # built once per input size
+
+    def transform(images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None):
+        height, width = images.shape[-2:]
+        if (height, width) not in pipelines:
+            crop = A.RandomResizedCrop(size=(height, width), scale=scale, ratio=ratio, p=1.0)
+            pipelines[height, width] = A.Compose([crop, A.HorizontalFlip(p=0.5)])
+        pipeline = pipelines[height, width]
+        pipeline.set_random_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        photos = images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
+        out = np.stack([pipeline(image=photo)["image"] for photo in photos])
+        out = out.reshape(photos.shape)  # albumentations drops a single channel's axis
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(images.device), targets
+
+    return transform
