@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.lines  # noqa: E402
 import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.text  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -301,6 +302,12 @@ LABEL_SPOTS = [(distance, angle) for distance in (5, 12, 20, 30, 42, 56, 72)
                for angle in range(0, 360, 30)]  # fmt: skip  # offsets in points, nearest first
 
 
+def text_box(annotation, renderer) -> Bbox:
+    """An annotation's text in pixels, without its leader line."""
+    annotation.update_positions(renderer)
+    return matplotlib.text.Text.get_window_extent(annotation, renderer)
+
+
 def place_labels(ax, xs, ys, labels: list[str], fontsize: float = 8) -> list:
     """Write each label beside its point at the first of LABEL_SPOTS where it overlaps no point
     and no label placed before it and stays inside the axes (what adjustText does, greedily),
@@ -321,7 +328,7 @@ def place_labels(ax, xs, ys, labels: list[str], fontsize: float = 8) -> list:
                 va="bottom" if dy > 0.3 else "top" if dy < -0.3 else "center",
                 arrowprops=dict(arrowstyle="-", color="0.6", lw=0.6) if distance > 12 else None,
             )  # fmt: skip
-            box = text.get_window_extent(renderer).padded(1)
+            box = text_box(text, renderer).padded(1)
             inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
             if inside and not any(box.overlaps(other) for other in taken):
                 break
@@ -329,7 +336,7 @@ def place_labels(ax, xs, ys, labels: list[str], fontsize: float = 8) -> list:
         else:  # no free spot within reach: on the point's right, overlapping
             text = ax.annotate(label, (x, y), xytext=(5, 0), textcoords="offset points",
                                fontsize=fontsize, va="center")  # fmt: skip
-            box = text.get_window_extent(renderer)
+            box = text_box(text, renderer)
         taken.append(box)
         texts.append(text)
     return texts

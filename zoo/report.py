@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -211,12 +212,22 @@ def render(comparison: comparing.Comparison, report_dir: Path | None = None) -> 
     )
 
 
+def recipe_html(recipe: str):
+    """A recipe's options each unbreakable (`--lr 0.003`), so a narrow column wraps between
+    options and never after a `--`."""
+    from markupsafe import Markup, escape
+
+    options = re.split(r" (?=--)", recipe)
+    return Markup(" ".join(f'<span class="option">{escape(option)}</span>' for option in options))
+
+
 def template():
     import jinja2
 
     loader = jinja2.FileSystemLoader(Path(__file__).parent / "templates")
     env = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["score"] = lambda v: "" if v is None else f"{v:.3f}"
+    env.filters["recipe"] = recipe_html
     return env.get_template(TEMPLATE)
 
 
