@@ -50,11 +50,16 @@ tables: install  # the result tables in README.md, docs/results.md and results/R
 docs: install  # every command's --help in docs/commands.md
 	$(BIN)/python docs/commands.py
 
-report-screenshot: report  # what the report looks like, in headless Chromium
-	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-		--disable-background-networking --disable-component-update --disable-sync \
-		--user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=1400,3000 \
-		--screenshot=docs/report-screenshot.png file://$(CURDIR)/results/report.html
+report-screenshot: report  # what the report looks like in headless Chromium, wide and narrow
+	for width in 1400 800; do \
+		chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+			--disable-background-networking --disable-component-update --disable-sync \
+			--user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=$$width,1700 \
+			--screenshot=docs/report-screenshot-$$width.png file://$(CURDIR)/results/report.html; \
+		$(BIN)/python -c "import sys; from PIL import Image; \
+			Image.open(sys.argv[1]).convert('RGB').quantize(256).save(sys.argv[1], optimize=True)" \
+			docs/report-screenshot-$$width.png; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

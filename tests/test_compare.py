@@ -132,7 +132,7 @@ def test_the_html_report_is_one_offline_file_with_tables_scatter_and_heatmap(see
     result = runner.invoke(app, ["compare", str(seeded), "--format", "html", "--out", str(out)])
     assert result.exit_code == 0, result.output
     html = out.read_text()
-    assert "<table>" in html and 'alt="per-class heatmap"' in html
+    assert '<table class="sortable">' in html and 'alt="per-class heatmap"' in html
     assert 'alt="test score against throughput, with the Pareto front"' in html
     assert "http://" not in html and "https://" not in html, "nothing to fetch: opens offline"
     assert html.count("data:image/png;base64,") == 2  # the scatter and the heatmap

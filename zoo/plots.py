@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
+import matplotlib.lines  # noqa: E402
 import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.text  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from zoo.metrics import per_image_mean_iou, predicted_labels  # noqa: E402
 from zoo.progress import phase  # noqa: E402
@@ -280,3 +285,124 @@ def segmentation_figures(record, test_split, test_probs) -> dict[str, Figure]:
             test_split.images, predictions, test_split.targets, chosen, labels, names, palette
         ),
     }
+
+
+# ----------------------------------------------------------------------------- the report's charts
+
+KEY_WIDTH = 52  # characters per line of an entry's name in a chart's key; longer names wrap
+
+
+def entry_key(number: int, name: str) -> str:
+    """`3  name`, the name wrapped (never cut) under itself."""
+    lines = textwrap.wrap(name, KEY_WIDTH, break_on_hyphens=False) or [""]
+    return f"{number:>2}  " + "\n     ".join(lines)
+
+
+LABEL_SPOTS = [(distance, angle) for distance in (5, 12, 20, 30, 42, 56, 72)
+               for angle in range(0, 360, 30)]  # fmt: skip  # offsets in points, nearest first
+
+
+def text_box(annotation, renderer) -> Bbox:
+    """An annotation's text in pixels, without its leader line."""
+    annotation.update_positions(renderer)
+    return matplotlib.text.Text.get_window_extent(annotation, renderer)
+
+
+def place_labels(ax, xs, ys, labels: list[str], fontsize: float = 8) -> list:
+    """Write each label beside its point at the first of LABEL_SPOTS where it overlaps no point
+    and no label placed before it and stays inside the axes (what adjustText does, greedily),
+    with a leader line when it had to move away. Call it once the axes' layout is final: the
+    search is in pixels."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    radius = 4 * ax.figure.dpi / 72  # a marker of size 40, in pixels
+    centres = ax.transData.transform(np.column_stack([xs, ys]))
+    taken = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in centres]
+    texts = []
+    for x, y, label in zip(xs, ys, labels, strict=True):
+        for distance, angle in LABEL_SPOTS:
+            dx, dy = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+            text = ax.annotate(
+                label, (x, y), xytext=(distance * dx, distance * dy), textcoords="offset points",
+                fontsize=fontsize, ha="left" if dx > 0.3 else "right" if dx < -0.3 else "center",
+                va="bottom" if dy > 0.3 else "top" if dy < -0.3 else "center",
+                arrowprops=dict(arrowstyle="-", color="0.6", lw=0.6) if distance > 12 else None,
+            )  # fmt: skip
+            box = text_box(text, renderer).padded(1)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            if inside and not any(box.overlaps(other) for other in taken):
+                break
+            text.remove()
+        else:  # no free spot within reach: on the point's right, overlapping
+            text = ax.annotate(label, (x, y), xytext=(5, 0), textcoords="offset points",
+                               fontsize=fontsize, va="center")  # fmt: skip
+            box = text_box(text, renderer)
+        taken.append(box)
+        texts.append(text)
+    return texts
+
+
+def speed_text(value: float) -> str:
+    """A tick's images/s: 500, 2k, 20k, 1.5M (short, so that neighbours never touch)."""
+    for factor, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:g}{suffix}"
+    return f"{value:g}"
+
+
+def plot_score_vs_speed(
+    numbers: list[int],
+    names: list[str],
+    speeds: list[float],
+    scores: list[float],
+    front: list[int],
+    *,
+    xlabel: str,
+    ylabel: str,
+) -> Figure:
+    """Score against speed (log scale), one point per entry labelled with its number (as in
+    the report's table), the Pareto `front` (the
+    indices of the points no other is both faster and better than, by speed) dashed, and a key
+    of the numbers' names beside the axes: numbers stay legible where 19 names would collide."""
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    ax.scatter(speeds, scores, s=40, color="C0", zorder=3)
+    ax.plot([speeds[i] for i in front], [scores[i] for i in front], "--", color="C3", zorder=2)
+    ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.12)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: speed_text(v)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(xlabel=f"{xlabel}, log scale", ylabel=ylabel, title=f"{ylabel} vs speed")
+    ax.grid(alpha=0.3, which="both")
+    handles = [matplotlib.lines.Line2D([], [], ls="--", color="C3")]
+    handles += [matplotlib.lines.Line2D([], [], ls="none") for _ in names]
+    keys = ["Pareto front"] + [entry_key(n, name) for n, name in zip(numbers, names, strict=True)]
+    ax.legend(handles, keys, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7,
+              handlelength=1.5, frameon=False)  # fmt: skip
+    fig.tight_layout()
+    place_labels(ax, speeds, scores, [str(number) for number in numbers])
+    return fig
+
+
+def plot_class_heatmap(
+    names: list[str], class_names: list[str], values: np.ndarray, title: str
+) -> Figure:
+    """Entries x classes, each cell annotated with its score (NaN: blank), rows numbered as in
+    the scatter's key; the colour scale starts at the lowest score rounded down to 0.05."""
+    keys = [entry_key(i, name) for i, name in enumerate(names, 1)]
+    lines = sum(key.count("\n") + 1 for key in keys)
+    fig, ax = plt.subplots(figsize=(4.5 + 0.62 * len(class_names), 1.8 + 0.16 * lines))
+    finite = np.isfinite(values)
+    low = max(0.0, np.floor(20 * np.nanmin(values)) / 20) if finite.any() else 0.0
+    image = ax.imshow(values, cmap="viridis", vmin=low, vmax=1, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            colour = "black" if value > low + 0.6 * (1 - low) else "white"
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=40, ha="right",
+                  rotation_mode="anchor")  # fmt: skip
+    ax.set_yticks(range(len(names)), keys, fontsize=7, multialignment="left")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    fig.tight_layout()
+    return fig

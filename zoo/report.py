@@ -1,59 +1,60 @@
 """The self-contained HTML report of `zoo compare --format html`: one file that opens offline.
 
-Tables from zoo/compare.py's rows, charts drawn here with matplotlib (an accuracy-versus-
-throughput scatter per dataset with its Pareto front, a models x classes per-class heatmap),
-every run's figures (zoo explain's included), the sweeps' Optuna figures, and the bench rows;
-all images embedded as base64 PNG, the page rendered by the jinja2 template beside this module.
+One tab per dataset (the one with the most runs open first): the main table, a numbered
+score-versus-throughput scatter with its Pareto front and a per-class heatmap (zoo/plots.py), the
+per-class tables, and per entry its runs' files and figures as small embedded thumbnails that link
+to the full PNGs in the run folders; then the bench rows and the sweeps' Optuna figures. Tables
+sort by a click on their header (a few lines of inline JavaScript); the page is rendered by the
+jinja2 template beside this module.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import math
+import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from zoo import compare as comparing  # noqa: E402
-from zoo.results import METRIC_LABELS  # noqa: E402
+from zoo import compare as comparing
+from zoo import plots
+from zoo.results import METRIC_LABELS
 
 TEMPLATE = "report.html.j2"
-MAX_IMAGE_WIDTH = 720  # px: run figures are scaled down to this and to 256 colours, to keep
-# the file small (a report of a dozen runs stays a few MB)
+THUMBNAIL_SIZE = (180, 240)  # px, the most a run figure's thumbnail takes, in 16 colours: a
+# report of 19 entries on each of three datasets stays under 3 MB (issue 20)
+THUMBNAIL_COLOURS = 16
+
+
+def png_data(image, colours: int = 256) -> str:
+    """A PIL image as a data: URI, a PNG in `colours` colours."""
+    buffer = io.BytesIO()
+    image.convert("RGB").quantize(colours).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def figure_data(fig: Figure) -> str:
     """A matplotlib figure as a data: URI (PNG), the figure closed."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    plots.plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def image_data(path: Path) -> str | None:
-    """A PNG file as a data: URI, scaled down to MAX_IMAGE_WIDTH; None if it cannot be read."""
+def thumbnail(path: Path) -> str | None:
+    """A PNG file as a THUMBNAIL_SIZE data: URI; None if it cannot be read."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            image.load()
-            if image.width > MAX_IMAGE_WIDTH:
-                height = round(image.height * MAX_IMAGE_WIDTH / image.width)
-                image = image.resize((MAX_IMAGE_WIDTH, height), Image.LANCZOS)
-            buffer = io.BytesIO()
-            image.convert("RGB").quantize(256).save(buffer, format="PNG", optimize=True)
+            image.thumbnail(THUMBNAIL_SIZE, Image.LANCZOS)
+            return png_data(image, THUMBNAIL_COLOURS)
     except OSError:
         return None
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -70,160 +71,154 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def throughput(row: comparing.Row) -> tuple[float | None, str]:
-    """Bench inference images/s when measured, else the run's training images/s."""
-    infer = row.bench.get("infer") or {}
-    if infer.get("images_per_second"):
-        return infer["images_per_second"], "inference images/s (zoo bench)"
-    return row.train_images_per_second, "training images/s (the runs' median)"
+def entry_name(row: comparing.Row) -> str:
+    return row.model if row.recipe == "defaults" else f"{row.model} ({row.recipe})"
 
 
 def plot_scatter(rows: list[comparing.Row]) -> Figure | None:
-    """Headline test score against throughput, one point per model and recipe, the Pareto
-    front drawn through the points no other beats on both."""
-    kinds = {throughput(row)[1] for row in rows if throughput(row)[0]}
-    label = (
-        "inference images/s (zoo bench)"
-        if len(kinds) == 1 and "zoo bench" in next(iter(kinds))
-        else "training images/s (the runs' median)"
-    )
-    points, names = [], []
-    for row in rows:
+    """Headline test score against throughput, the points numbered as the rows are: bench
+    inference images/s when every row was benched, else the runs' training images/s."""
+    benched = all((row.bench.get("infer") or {}).get("images_per_second") for row in rows)
+    numbers, speeds, scores = [], [], []
+    for number, row in enumerate(rows, 1):
         score = row.mean("test", row.headline)
-        speed = (
-            (row.bench.get("infer") or {}).get("images_per_second")
-            if "zoo bench" in label
-            else row.train_images_per_second
-        )
+        speed = row.bench["infer"]["images_per_second"] if benched else row.train_images_per_second
         if score is not None and speed:
-            points.append((speed, score))
-            names.append(row.model if row.recipe == "defaults" else f"{row.model} ({row.recipe})")
-    if not points:
+            numbers.append(number)
+            speeds.append(speed)
+            scores.append(score)
+    if not numbers:
         return None
-    fig, ax = plt.subplots(figsize=(8, 5))
-    xs, ys = zip(*points, strict=True)
-    ax.scatter(xs, ys, s=40, color="C0", zorder=3)
-    front = pareto_front(points)
-    ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="C3", zorder=2,
-            label="Pareto front (faster and better)")  # fmt: skip
-    for i, name in enumerate(names):
-        short = name if len(name) <= 38 else name[:36] + "…"
-        ax.annotate(short, (xs[i], ys[i]), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    metric = METRIC_LABELS[rows[0].headline]
-    ax.set(xlabel=f"{label}, log scale", ylabel=f"test {metric}", title=f"test {metric} vs speed")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return plots.plot_score_vs_speed(
+        numbers, [entry_name(rows[n - 1]) for n in numbers], speeds, scores,
+        pareto_front(list(zip(speeds, scores, strict=True))),
+        xlabel="inference images/s (zoo bench)" if benched else "training images/s (runs' median)",
+        ylabel=f"test {METRIC_LABELS[rows[0].headline]}",
+    )  # fmt: skip
 
 
 def plot_heatmap(rows: list[comparing.Row], metric: str) -> Figure:
-    """Models x classes, the mean test per-class `metric`, annotated."""
-    classes = rows[0].class_names
-    labels = [
-        row.model if row.recipe == "defaults" else f"{row.model} ({row.recipe})" for row in rows
-    ]
+    """Rows x classes, the mean test per-class `metric`."""
     values = np.array(
-        [
-            [np.nan if v is None else v for v in row.per_class("test", metric).values()]
-            for row in rows
-        ]
-    )
-    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(classes), 1.6 + 0.42 * len(rows)))
-    low = max(0.0, math.floor(20 * np.nanmin(values)) / 20) if np.isfinite(values).any() else 0
-    image = ax.imshow(values, cmap="viridis", vmin=low, vmax=1, aspect="auto")
-    for i in range(len(rows)):
-        for j in range(len(classes)):
-            if not math.isnan(values[i, j]):
-                colour = "black" if values[i, j] > low + 0.6 * (1 - low) else "white"
-                ax.text(
-                    j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour
-                )
-    ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
-    ax.set_yticks(range(len(rows)), [lab if len(lab) <= 45 else lab[:43] + "…" for lab in labels])
-    ax.set_title(f"test {METRIC_LABELS[metric]} per class")
-    fig.colorbar(image, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    return fig
+        [list(row.per_class("test", metric).values()) for row in rows], dtype=float
+    )  # None (a class absent from the test split) becomes NaN
+    return plots.plot_class_heatmap(
+        [entry_name(row) for row in rows], rows[0].class_names, values,
+        f"test {METRIC_LABELS[metric]} per class",
+    )  # fmt: skip
 
 
-def run_figures(record) -> list[dict]:
-    """The figures a record lists (records from before the list: the PNGs in figures/)."""
+def link(path: Path, report_dir: Path) -> str:
+    """`path` relative to the report's folder, as a link from the report."""
+    return Path(os.path.relpath(path, report_dir)).as_posix()
+
+
+def run_files(record, report_dir: Path, thumbnails: bool) -> dict:
+    """A run's folder, files and figures as links from the report; with `thumbnails`, the
+    figures' thumbnails too (the ones a record lists, else the PNGs in its figures/)."""
     listed = record.figures or sorted(
         p.relative_to(record.run_dir).as_posix()
         for p in (record.run_dir / "figures").rglob("*.png")
     )
     figures = []
     for relative in listed:
-        data = image_data(record.run_dir / relative)
-        if data is not None:
-            figures.append({"name": relative.removeprefix("figures/"), "data": data})
-    return figures
+        path = record.run_dir / relative
+        if path.is_file():
+            data = thumbnail(path) if thumbnails else None
+            name = relative.removeprefix("figures/")
+            figures.append({"name": name, "href": link(path, report_dir), "data": data})
+    return {
+        "title": f"seed {record.config.seed}",
+        "href": link(record.run_dir, report_dir) + "/",
+        "files": [
+            {"name": p.name, "href": link(p, report_dir)}
+            for p in sorted(record.run_dir.iterdir())
+            if p.is_file()
+        ],
+        "figures": figures,
+    }
 
 
-def sweep_figures(folder: Path) -> list[dict]:
+def dataset_tab(dataset: str, rows: list[comparing.Row], report_dir: Path) -> dict:
+    """One dataset's tab: tables, charts, and per entry (row) its runs; the first run of each
+    entry shows its figures as thumbnails, the others (other seeds) link them."""
+    task = rows[0].task
+    columns, body = comparing.main_table(rows)
+    scatter = plot_scatter(rows)
+    entries = [
+        {
+            "id": f"{dataset}-{number}",
+            "number": number,
+            "name": entry_name(row),
+            "cells": cells,
+            "runs": [run_files(run, report_dir, i == 0) for i, run in enumerate(row.runs)],
+        }
+        for number, (row, cells) in enumerate(zip(rows, body, strict=True), 1)
+    ]
+    return {
+        "name": dataset,
+        "task": task,
+        "run_count": sum(row.n for row in rows),
+        "columns": columns,
+        "entries": entries,
+        "scatter": figure_data(scatter) if scatter else None,
+        "heatmap": figure_data(plot_heatmap(rows, "ap")),
+        "per_class": [
+            {
+                "metric": METRIC_LABELS[metric],
+                "classes": rows[0].class_names,
+                "rows": [
+                    (number, row.model, row.recipe, list(row.per_class("test", metric).values()))
+                    for number, row in enumerate(rows, 1)
+                ],
+            }
+            for metric in comparing.per_class_metrics(task)
+        ],
+    }
+
+
+def sweep_figures(folder: Path, report_dir: Path) -> list[dict]:
     """The Optuna figures `zoo sweep show` wrote under folder/sweeps/<study>/figures/."""
     studies = []
     for study in sorted((folder / "sweeps").glob("*/figures")):
         images = [
-            {"name": png.name, "data": data}
+            {"name": png.name, "href": link(png, report_dir), "data": data}
             for png in sorted(study.glob("*.png"))
-            if (data := image_data(png)) is not None
+            if (data := thumbnail(png)) is not None
         ]
         if images:
             studies.append({"name": study.parent.name, "figures": images})
     return studies
 
 
-def render(comparison: comparing.Comparison) -> str:
-    """The report's HTML."""
-    datasets = []
-    for dataset, rows in comparison.rows.items():
-        task = rows[0].task
-        columns, body = comparing.main_table(rows)
-        scatter = plot_scatter(rows)
-        datasets.append(
-            {
-                "name": dataset,
-                "task": task,
-                "columns": columns,
-                "rows": body,
-                "scatter": figure_data(scatter) if scatter else None,
-                "heatmap": figure_data(plot_heatmap(rows, "ap")),
-                "per_class": [
-                    {
-                        "metric": METRIC_LABELS[metric],
-                        "classes": rows[0].class_names,
-                        "rows": [
-                            (row.model, row.recipe, list(row.per_class("test", metric).values()))
-                            for row in rows
-                        ],
-                    }
-                    for metric in comparing.per_class_metrics(task)
-                ],
-                "runs": [
-                    {
-                        "title": f"{row.model} — {row.recipe} — seed {run.config.seed}",
-                        "path": str(run.run_dir),
-                        "figures": run_figures(run),
-                    }
-                    for row in rows
-                    for run in row.runs
-                ],
-            }
-        )
+def render(comparison: comparing.Comparison, report_dir: Path | None = None) -> str:
+    """The report's HTML; its links to run folders are relative to `report_dir`, the folder
+    the report is written to (default: the compared folder, as `make report` does)."""
+    report_dir = Path(report_dir or comparison.folder)
+    datasets = [dataset_tab(dataset, rows, report_dir) for dataset, rows in comparison.rows.items()]
+    bench = bench_tables(comparison.bench)
+    sweeps = sweep_figures(comparison.folder, report_dir)
+    tabs = [d["name"] for d in datasets] + ["bench"] * bool(bench) + ["sweeps"] * bool(sweeps)
+    most_runs = max(datasets, key=lambda d: d["run_count"], default=None)
     return template().render(
         title=f"zoo report: {comparison.folder}",
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         datasets=datasets,
-        bench=bench_tables(comparison.bench),
-        sweeps=sweep_figures(comparison.folder),
+        bench=bench,
+        sweeps=sweeps,
         skipped=comparison.skipped,
+        tabs=tabs,
+        opened=most_runs["name"] if most_runs else tabs[0],
     )
+
+
+def recipe_html(recipe: str):
+    """A recipe's options each unbreakable (`--lr 0.003`), so a narrow column wraps between
+    options and never after a `--`."""
+    from markupsafe import Markup, escape
+
+    options = re.split(r" (?=--)", recipe)
+    return Markup(" ".join(f'<span class="option">{escape(option)}</span>' for option in options))
 
 
 def template():
@@ -232,6 +227,7 @@ def template():
     loader = jinja2.FileSystemLoader(Path(__file__).parent / "templates")
     env = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["score"] = lambda v: "" if v is None else f"{v:.3f}"
+    env.filters["recipe"] = recipe_html
     return env.get_template(TEMPLATE)
 
 
