@@ -104,17 +104,18 @@ def epoch_metrics(row: dict) -> dict[str, float]:
 
 
 def final_metrics(record: results.RunRecord) -> dict[str, float]:
-    """val_* and test_* scores of the evaluated checkpoint, per class too (test_ap/<class>)."""
+    """The evaluated (best) checkpoint's scores, per class too: best_val_* (apart from the
+    history's per-epoch val_*) and test_*, e.g. test_mean_ap, test_ap/<class>."""
     metrics = {}
-    for split in ("val", "test"):
+    for split, prefix in (("val", "best_val"), ("test", "test")):
         scores = record.split(split)
         for name in ("loss", *record.metrics.scores):
             if scores.get(name) is not None:
-                metrics[f"{split}_{name}"] = float(scores[name])
+                metrics[f"{prefix}_{name}"] = float(scores[name])
         for name in record.metrics.per_class:
             for class_name, value in record.per_class(split, name).items():
                 if value is not None:
-                    metrics[f"{split}_{name}/{class_name}"] = float(value)
+                    metrics[f"{prefix}_{name}/{class_name}"] = float(value)
     return metrics
 
 
