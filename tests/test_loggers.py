@@ -23,7 +23,7 @@ from zoo import train as train_module
 from zoo.cli import app
 from zoo.config import TrainConfig
 from zoo.data import fashion_mnist
-from zoo.errors import ZooError, ZooWarning
+from zoo.errors import ZooError
 
 runner = CliRunner()
 # 180 training images / batch 64 = 3 steps per epoch, a per-step point at each (LOG_EVERY 1).
@@ -48,6 +48,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
+@pytest.mark.timeout(900)
 def mlflow_server(tmp_path_factory):
     """A real tracking server on loopback with a SQLite backend; its URL."""
     folder = tmp_path_factory.mktemp("mlflow-server")
@@ -60,7 +61,7 @@ def mlflow_server(tmp_path_factory):
             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 480  # minutes on a busy CPU
         while url is None:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
@@ -258,11 +259,11 @@ def test_an_unreachable_tracking_server_warns_once_and_the_run_completes(
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with pytest.warns(ZooWarning) as warned:
-        result = train(tiny_root, tmp_path, *QUICK, "--logger", "mlflow", "--logger", "tensorboard")
+    result = train(tiny_root, tmp_path, *QUICK, "--logger", "mlflow", "--logger", "tensorboard")
     assert result.exit_code == 0, result.output
-    messages = [str(w.message) for w in warned if issubclass(w.category, ZooWarning)]
-    assert len(messages) == 1 and messages[0].startswith("the mlflow logger failed (")
+    # The CLI prints a ZooWarning as one `Warning: ...` line on stderr.
+    assert result.stderr.count("Warning: the mlflow logger failed (") == 1, result.stderr
+    assert "Traceback" not in result.output
     (run_dir,) = run_folders(tmp_path)
     assert results.read_record(run_dir).status == "completed"
     _, losses = scalars(run_dir, "step/train_loss")  # the other logger went on
