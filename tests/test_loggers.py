@@ -28,6 +28,8 @@ from zoo.errors import ZooError
 runner = CliRunner()
 # 180 training images / batch 64 = 3 steps per epoch, a per-step point at each (LOG_EVERY 1).
 QUICK = ["--epochs", "1", "--batch-size", "64"]
+# The first MLflow test waits for the server, which takes minutes to start on a busy CPU.
+pytestmark = pytest.mark.timeout(900)
 
 
 def train(root, out, *extra):
@@ -48,7 +50,6 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-@pytest.mark.timeout(900)
 def mlflow_server(tmp_path_factory):
     """A real tracking server on loopback with a SQLite backend; its URL."""
     folder = tmp_path_factory.mktemp("mlflow-server")
