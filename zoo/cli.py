@@ -154,6 +154,8 @@ def config_options(command=None, *, searchable: bool = False):
         if field.name == "model":
             continue
         kind, default, help = hints[field.name], field.default, field.metadata["help"]
+        if typing.get_origin(kind) is tuple:  # repeatable: --logger tensorboard --logger mlflow
+            kind, default = list[str], list(default)
         if searchable:
             kind, default = str | None, None
             help += " A value, a range low:high[:log], or choices a,b,c."

@@ -19,11 +19,14 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.config import TrainConfig, to_flags
+from zoo.config import TRACKING_FIELDS, TrainConfig, to_flags
 from zoo.errors import ZooError
 from zoo.results import METRIC_LABELS, TASK_METRICS, RunRecord, load_runs
 
-NOT_RECIPE = ("seed", "out", "data_dir", "device", "eval_batch_size", "compile", "channels_last")
+NOT_RECIPE = (
+    "seed", "out", "data_dir", "device", "eval_batch_size", "compile", "channels_last",
+    *TRACKING_FIELDS,
+)  # fmt: skip
 COLUMNS = ("model", "recipe", "n", "params", "train_img_s", "bench_img_s", "latency_ms", "mfu")
 
 

@@ -45,6 +45,9 @@ TASK_DEFAULTS = {
 # Old run records -> today's names. `pretrained` meant ImageNet weights; now that zoo's own
 # published weights are `zoo.create_model(name, pretrained=True)`, the recipe says `imagenet`.
 RENAMED_FIELDS = {"skip_bad": "skip_bad_samples", "pretrained": "imagenet"}
+# Where a run is also reported, not how it trains: left out of recipe comparisons and may change
+# on --resume.
+TRACKING_FIELDS = ("logger", "log_weights")
 
 
 def option(default, help: str):
@@ -99,6 +102,12 @@ class TrainConfig:
     out: str = option("results", "Where run folders go: OUT/<dataset>/<model>/<run-id>/.")
     imagenet: bool = option(False, "timm/smp: start from ImageNet weights in the local cache.")
     weights: str | None = option(None, "Start from this safetensors state dict (any model).")
+    logger: tuple[str, ...] = option(
+        ("csv",),
+        "Where the run is also logged, repeatable: csv (the run folder only), tensorboard, mlflow "
+        "(pip install zoo[tracking]).",
+    )
+    log_weights: bool = option(False, "--logger mlflow: upload the run's weights as artifacts.")
 
     def __post_init__(self) -> None:
         # Enum fields also accept their plain string values (as JSON and the Python API give them).
@@ -113,6 +122,9 @@ class TrainConfig:
             except ValueError:
                 choices = ", ".join(member.value for member in kind)
                 raise ZooError(f"Unknown {name} {value!r}; choose one of {choices}.") from None
+        if isinstance(self.logger, str):  # a sweep's text, a recipe file's single name
+            object.__setattr__(self, "logger", tuple(self.logger.split(",")))
+        object.__setattr__(self, "logger", tuple(name.strip() for name in self.logger))
         self.validate()
 
     def validate(self) -> None:
@@ -161,6 +173,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ZooError(message)
+        from zoo.loggers import check_logger_names  # the name table lives with the loggers
+
+        check_logger_names(self.logger)
 
     def resolve(self, task: str, default_dataset: str) -> TrainConfig:
         """This recipe with the model's defaults filled in (a new config; this one is unchanged)."""
@@ -177,12 +192,15 @@ class TrainConfig:
         )
 
     def to_dict(self) -> dict:
-        """Plain JSON values (enums as their strings)."""
+        """Plain JSON values (enums as their strings, tuples as lists)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {
-            f.name: getattr(self, f.name).value
-            if isinstance(getattr(self, f.name), Enum)
-            else getattr(self, f.name)
-            for f in fields(self)
+            name: value.value
+            if isinstance(value, Enum)
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+            for name, value in values.items()
         }
 
     @classmethod
@@ -204,10 +222,11 @@ def flag(name: str) -> str:
 
 
 def field_types() -> dict[str, type]:
-    """TrainConfig field -> its value type (int, float, bool, str or an enum), None unwrapped."""
+    """TrainConfig field -> its value type (int, float, bool, str or an enum), None unwrapped
+    (a repeatable field's, tuple[str, ...], is str: its values comma-separated)."""
     types = {}
     for name, hint in typing.get_type_hints(TrainConfig).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        args = [a for a in typing.get_args(hint) if a not in (type(None), Ellipsis)]
         types[name] = args[0] if args else hint
     return types
 
@@ -251,6 +270,9 @@ def to_flags(
             continue
         if isinstance(value, bool):
             argv.append(flag(name) if value else "--no-" + flag(name)[2:])
+            continue
+        if isinstance(value, tuple | list):  # a repeatable option
+            argv += [part for item in value for part in (flag(name), str(item))]
             continue
         if isinstance(value, Enum):
             value = value.value
@@ -317,6 +339,8 @@ def checked_value(path, name: str, value):
         return value
     if type(value) is kind:
         return value
+    if name in REPEATABLE_FIELDS and isinstance(value, list) and all(type(v) is str for v in value):
+        return value
     raise ZooError(
         f"The recipe {path} gives {name} = {value!r}; {flag(name)} takes "
         f"{describe(kind)}{' or null' if name in NULLABLE_FIELDS else ''}."
@@ -333,4 +357,9 @@ NULLABLE_FIELDS = tuple(
     name
     for name, hint in typing.get_type_hints(TrainConfig).items()
     if type(None) in typing.get_args(hint)
+)
+REPEATABLE_FIELDS = tuple(
+    name
+    for name, hint in typing.get_type_hints(TrainConfig).items()
+    if typing.get_origin(hint) is tuple
 )

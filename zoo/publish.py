@@ -33,7 +33,7 @@ import torch
 
 from zoo import results, weights
 from zoo.checkpoint import BEST, atomic_save
-from zoo.config import TrainConfig, read_recipe, to_flags
+from zoo.config import TRACKING_FIELDS, TrainConfig, read_recipe, to_flags
 from zoo.data.base import DatasetInfo, get_dataset_info
 from zoo.errors import ZooError
 from zoo.registry import get_model_entry
@@ -42,7 +42,8 @@ from zoo.weights import Weights
 
 FP16_TOLERANCE = 0.001  # largest change of any test score that float16 storage may cause
 DTYPES = ("auto", "float32", "float16")
-MACHINE_FIELDS = ("data_dir", "out", "device")  # where a run ran, not how it was trained
+# Where a run ran and was reported, not how it was trained.
+MACHINE_FIELDS = ("data_dir", "out", "device", *TRACKING_FIELDS)
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # in a source checkout
 
 

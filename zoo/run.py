@@ -29,12 +29,13 @@ from rich.console import Console
 from zoo import results
 from zoo.callbacks import ConsoleProgress, ResumeFrom, RunWriter
 from zoo.checkpoint import BEST, LAST, STATE, load_weights, read_state_progress
-from zoo.config import TrainConfig
+from zoo.config import TRACKING_FIELDS, TrainConfig
 from zoo.data.base import run_data_options
 from zoo.data.splits import Splits, load_dataset
 from zoo.distributed import ONE_PROCESS, Ranks
 from zoo.errors import ZooError
 from zoo.evaluate import score_run
+from zoo.loggers import make_loggers
 from zoo.progress import phase, reporting
 from zoo.registry import create_model, get_model_entry
 from zoo.runtime import Precision, place_model, resolve_device, resolve_precision
@@ -42,7 +43,7 @@ from zoo.train import Callback, Loop, fit
 
 # The fields `--resume` may be given with other values than the run's: where the data is.
 # `epochs` may grow (to train longer); every other field is the recipe and must stay.
-RESUME_FREE_FIELDS = ("data_dir",)
+RESUME_FREE_FIELDS = ("data_dir", *TRACKING_FIELDS)
 
 
 @dataclass
@@ -250,7 +251,8 @@ def resumed_config(record: results.RunRecord, changes: dict) -> TrainConfig:
             f"--epochs {asked.epochs} is fewer than the run's {config.epochs}; --resume can "
             "only train longer (evaluate an earlier checkpoint with `zoo eval` instead)."
         )
-    return dataclasses.replace(config, epochs=asked.epochs, data_dir=asked.data_dir)
+    free = {name: getattr(asked, name) for name in RESUME_FREE_FIELDS}
+    return dataclasses.replace(config, epochs=asked.epochs, **free)
 
 
 def run(
@@ -260,7 +262,9 @@ def run(
     console: Console,
     ranks: Ranks,
 ) -> results.RunRecord:
-    """The loop and the end of a run, with the run folder locked and written on rank 0."""
+    """The loop and the end of a run, with the run folder locked and written on rank 0, and
+    mirrored into the recipe's loggers (zoo/loggers.py), which see the final record last."""
+    loggers = make_loggers(record) if ranks.is_main else []
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_ctrl_c())
         stack.enter_context(reporting(console if ranks.is_main else None))
@@ -269,12 +273,16 @@ def run(
             results.write_config(record)  # a resumed run's epochs may have grown
             results.write_metrics(record)
             announce(record, setup, console, ranks)
-            callbacks = [*callbacks, ConsoleProgress(console), RunWriter(record)]
+            callbacks = [*callbacks, ConsoleProgress(console), RunWriter(record), *loggers]
         loop = fit(
             setup.config, setup.model, setup.data, device=setup.device,
             precision=setup.precision, callbacks=callbacks, ranks=ranks,
         )  # fmt: skip
-        return finish(record, loop, setup, ranks)
+        try:
+            return finish(record, loop, setup, ranks)
+        finally:
+            for logger in loggers:
+                logger.close(record)
 
 
 @contextlib.contextmanager

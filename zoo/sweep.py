@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from zoo.config import TrainConfig, field_types, flag, parse_value, to_flags
+from zoo.config import TRACKING_FIELDS, TrainConfig, field_types, flag, parse_value, to_flags
 from zoo.errors import ZooError
 
 
@@ -39,7 +39,7 @@ class Pruner(str, Enum):
 
 SAMPLERS = tuple(member.value for member in Sampler)
 PRUNERS = tuple(member.value for member in Pruner)
-NOT_SEARCHABLE = ("model", "out", "data_dir", "device", "weights")  # fixed values only
+NOT_SEARCHABLE = ("model", "out", "data_dir", "device", "weights", *TRACKING_FIELDS)  # fixed
 STUDIES_FOLDER = "sweeps"  # <results>/sweeps/<study>/: study.db, figures/, trials/
 
 
@@ -365,6 +365,7 @@ def objective(spec: SweepSpec, console):
     """Optuna's objective: one `train_run` with the trial's values; the best epoch's metric."""
     import optuna
 
+    from zoo import loggers
     from zoo.progress import phase, reporting
     from zoo.run import train_run
 
@@ -372,6 +373,9 @@ def objective(spec: SweepSpec, console):
         values = {param.name: param.suggest(trial) for param in spec.params}
         config = dataclasses.replace(spec.base, **values, out=str(spec.folder / "trials"))
         tags = {"study": spec.study, "trial": str(trial.number)}
+        parent = loggers.sweep_run_id(spec.folder) if "mlflow" in spec.base.logger else None
+        if parent is not None:
+            tags["mlflow_parent_run_id"] = parent
         chosen = ", ".join(
             f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
             for name, value in values.items()
@@ -439,6 +443,23 @@ def run_sweep(spec: SweepSpec, workers: int = 1, console=None) -> bool:
     todo = spec.trials - counted(open_study(spec))
     if todo <= 0:
         return False
+    if "mlflow" not in spec.base.logger:
+        return run_trial_processes(spec, todo, workers, console)
+    from zoo import loggers
+
+    space = {param.name: param.text() for param in spec.params}
+    parent = loggers.sweep_run(spec.folder, spec.study, spec.base.out, space)  # trials: children
+    interrupted = True
+    try:
+        interrupted = run_trial_processes(spec, todo, workers, console)
+        return interrupted
+    finally:
+        if parent is not None:
+            loggers.end_sweep_run(parent, spec.base.out, interrupted)
+
+
+def run_trial_processes(spec: SweepSpec, todo: int, workers: int, console) -> bool:
+    """`todo` trials in this process, or shared among `workers` processes; True on Ctrl-C."""
     if workers <= 1:
         return run_trials(spec, todo, console)
     shares = [todo // workers + (i < todo % workers) for i in range(workers)]
@@ -507,7 +528,9 @@ def train_command(study, trial) -> str:
     config = dataclasses.replace(base, **trial.params).to_dict()
     entry = get_model_entry(base.model)
     defaults = TrainConfig(model=base.model).resolve(entry.task, entry.dataset).to_dict()
-    flags = to_flags(config, against=defaults, skip=("model", "out", "data_dir"), digits=6)
+    flags = to_flags(
+        config, against=defaults, skip=("model", "out", "data_dir", *TRACKING_FIELDS), digits=6
+    )
     return " ".join(["zoo", "train", base.model, *flags])
 
 
