@@ -5,6 +5,7 @@ scored again."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -189,6 +190,13 @@ def test_the_recipe_links_the_recipe_file_it_matches(runs):
     recipe = TrainConfig(**values).resolve("segmentation", "mini-facade")
     command, recipe_file = publishing.recipe_of(recipe, "segmentation")
     assert recipe_file == "recipes/unet-small.yaml" and "--amp-dtype bfloat16" in command
+    # Another seed follows the same file; the command says which seed.
+    command, recipe_file = publishing.recipe_of(dataclasses.replace(recipe, seed=3), "segmentation")
+    assert recipe_file == "recipes/unet-small.yaml" and "--seed 3" in command
+    command, recipe_file = publishing.recipe_of(
+        dataclasses.replace(recipe, lr=recipe.lr * 2), "segmentation"
+    )
+    assert recipe_file is None
 
 
 # ----------------------------------------------------------------------------- loading

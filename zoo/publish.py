@@ -56,7 +56,8 @@ def run_id_of(record: results.RunRecord) -> str:
 
 
 def recipe_of(config: TrainConfig, task: str) -> tuple[str, str | None]:
-    """(a `zoo train` command that reproduces `config`, the recipes/ file it matches or None)."""
+    """(a `zoo train` command that reproduces `config`, the recipes/ file it follows or None;
+    the file matches whatever the seed, which the command gives)."""
     entry = get_model_entry(config.model)
     defaults = TrainConfig(model=config.model).resolve(task, entry.dataset).to_dict()
     flags = to_flags(config.to_dict(), against=defaults, skip=("model", *MACHINE_FIELDS))
@@ -67,7 +68,7 @@ def recipe_of(config: TrainConfig, task: str) -> tuple[str, str | None]:
             recipe = TrainConfig(**{"model": config.model, **values}).resolve(task, entry.dataset)
         except (ZooError, TypeError):
             continue
-        skip = ("model", *MACHINE_FIELDS)
+        skip = ("model", "seed", *MACHINE_FIELDS)  # a recipe file trains any seed (--seed N)
         if recipe.model == config.model and to_flags(
             recipe.to_dict(), against=defaults, skip=skip
         ) == to_flags(config.to_dict(), against=defaults, skip=skip):

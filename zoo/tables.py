@@ -162,12 +162,20 @@ def weights_rows(found: list) -> list[dict]:
                 "weights": "published" if weights.file else "train to get weights",
                 "recipe": weights.recipe,
                 "recipe_file": weights.recipe_file,
+                "seed": weights.config.get("seed", 0),
                 "run_id": weights.run_id,
                 "sha256": weights.sha256,
                 "published": weights.published,
             }
         )
     return rows
+
+
+def recipe_text(row: dict) -> str:
+    """A published version's recipe: its recipes/ file (and seed), else its command."""
+    if not row["recipe_file"]:
+        return row["recipe"]
+    return row["recipe_file"] + (f" --seed {row['seed']}" if row["seed"] else "")
 
 
 def weights_tables(rows: list[dict], width: int = 80) -> list:
@@ -190,7 +198,7 @@ def weights_tables(rows: list[dict], width: int = 80) -> list:
                 [f"{row['model']}{version}", *(format_score(v) for v in values),
                  short_count(row["parameters"]), f"{row['gflops']:.3g}", size,
                  {"float16": "fp16", "float32": "fp32"}.get(row["dtype"], ""),
-                 row["recipe_file"] or row["recipe"]]
+                 recipe_text(row)]
             )  # fmt: skip
         title = f"{dataset} ({chosen[0]['task']}, test split)"
         first = ("model", scores[0], "size", "recipe")
