@@ -117,6 +117,9 @@ def user_errors(command):
     return wrapper
 
 
+say_err = functools.partial(say, console=err)
+
+
 def report_errors(errors: list) -> None:
     """Each error as one line on stderr; exit 1 when there was any."""
     for error in errors:
@@ -194,12 +197,11 @@ def train(
         model = model or recipe.get("model")
         given = {**{k: v for k, v in recipe.items() if k != "model"}, **given}
         options = {**options, **given}
-    if model is None:
-        if resume is None or print_config:
-            raise ZooError(
-                "Name the model to train (e.g. `zoo train baseline-cnn`), or pass --resume."
-            )
-    else:
+    if model is None and resume is None:
+        raise ZooError("Name the model to train (e.g. `zoo train baseline-cnn`), or pass --resume.")
+    if model is None and print_config:
+        raise ZooError("--print-config prints a new run's recipe: name the model, not --resume.")
+    if model is not None:
         entry = get_model_entry(model)  # a misspelt name: its close matches, before any work
     if print_config:
         resolved = TrainConfig(model=model, **options).resolve(entry.task, entry.dataset)
@@ -279,7 +281,7 @@ def eval_(
         )
     from zoo.publish import rescore
 
-    say(f"Scoring {found.ref} on the {found.dataset} test split...", err)
+    say_err(f"Scoring {found.ref} on the {found.dataset} test split...")
     rescored = rescore(found, device=resolved, data_dir=text_or_none(data_dir))
     out.print(tables.rescored_table(rescored))
     if not rescored.exact:
@@ -399,7 +401,7 @@ def sweep_run(
     from zoo.sweep import run_sweep
 
     spec = search.spec(model, {name: value for name, value in options.items() if value is not None})
-    say(spec.describe(), err)
+    say_err(spec.describe())
     interrupted = run_sweep(spec, workers=search.workers, console=err)
     show_study(spec.study, spec.storage, spec.base.out)
     if interrupted:
@@ -468,7 +470,7 @@ def compare_(
 
     for path in refresh or []:
         changed = comparing.refresh(path, markdown_for)
-        say(f"{path}: {'updated' if changed else 'up to date'}", err)
+        say_err(f"{path}: {'updated' if changed else 'up to date'}")
     if refresh:
         return
     if format is CompareFormat.html and out_file is None:
@@ -487,7 +489,7 @@ def compare_(
     from zoo.results import atomic_write_bytes
 
     atomic_write_bytes(out_file, text.encode())
-    say(f"Wrote {out_file}", err)
+    say_err(f"Wrote {out_file}")
 
 
 def markdown_for(args: list[str]) -> str:
@@ -593,10 +595,6 @@ def bench(
     out.print(benching.result_table(rows, width=out.width))
 
 
-def say_err(text: str) -> None:
-    say(text, err)
-
-
 # ----------------------------------------------------------------------------- weights, export
 
 
@@ -615,10 +613,7 @@ app.add_typer(weights_app, name="weights")
 @weights_app.command("list")
 @user_errors
 def weights_list(
-    pattern: Annotated[
-        str,
-        typer.Argument(help="Shell-style model filter, e.g. 'unet*'; plain words match anywhere."),
-    ] = "*",
+    pattern: PatternArgument = "*",
     all_versions: Annotated[
         bool, typer.Option("--all-versions", help="Every version, not only the newest.")
     ] = False,
@@ -630,8 +625,8 @@ def weights_list(
 
     rows = tables.weights_rows(list_weights(anywhere(pattern), all_versions=all_versions))
     if format is not RowFormat.table:
-        print_rows(rows, format, None)
-    elif not rows:
+        return print_rows(rows, format, None)
+    if not rows:
         out.print(f"No published weights match {anywhere(pattern)!r} (in {published_root()}).")
     for part in tables.weights_tables(rows, width=out.width) if rows else []:
         out.print(part)
@@ -688,7 +683,7 @@ def export_(
     torch.export program (.pt2), or a folder the Hugging Face Hub takes as it is."""
     from zoo.export import export
 
-    say(f"Exporting {source} as {format.value}...", err)
+    say_err(f"Exporting {source} as {format.value}...")
     done = export(source, format.value, out_dir, checkpoint=checkpoint_file(checkpoint),
                   push_to=push)  # fmt: skip
     for line in done.lines:

@@ -1,7 +1,8 @@
 """The training recipe: one frozen dataclass, one line per field.
 
-`zoo train` has one option per field, with the field's name and help (`cli.config_options` builds
-them from this class), so the two cannot drift apart. Constructing a config only checks values; the
+`zoo train` has one option per field, with the field's name and help (`config_options` builds
+them from this class, and the options of bench, sweep and compare from theirs), so the two
+cannot drift apart. Constructing a config only checks values; the
 model's defaults (dataset, batch sizes) are filled in by `resolve`, which returns a new config.
 
 The command-line spelling of a recipe lives here once: `to_flags` writes values as `zoo train`

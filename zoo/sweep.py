@@ -4,7 +4,7 @@ callbacks, in a study that any number of processes or machines can share.
     parse_space       `--lr 1e-4:1e-2:log --batch-size 64,128 --epochs 10` -> searched + fixed
     open_study        an Optuna study in an RDB storage (SQLite file by default), checked
     run_sweep         N trials in this process (or --workers N processes), Ctrl-C-safe
-    show_study        the trials table, the best trial as a `zoo train` command, Optuna's figures
+    report_study      the trials table, the best trial as a `zoo train` command, Optuna's figures
 
 Everything a user can get wrong (an unknown or empty range, values a recipe cannot take, a
 storage that cannot be reached, a study of another model) is refused before any trial runs.
