@@ -19,7 +19,6 @@ FLOP utilisation is a share of a peak that no kernel exceeds (zoo/peaks.py).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from enum import Enum
@@ -34,7 +33,7 @@ from zoo.benchfiles import (
     write_merged,
 )
 from zoo.config import AmpDtype, option, plain_choices
-from zoo.errors import ZooError, ZooWarning
+from zoo.errors import ZooError
 from zoo.peaks import apply_peak, cpu_identity, machine_peak, outruns, raise_peak
 from zoo.progress import phase
 
@@ -401,15 +400,15 @@ def select_models(
 
 
 def run_bench(
-    models: list[str], setting: Setting, out: Path, on_row=None, on_note=None
+    models: list[str], setting: Setting, out: Path, on_row=None, on_note=None, on_warning=None
 ) -> list[dict]:
     """Measure `models` in each of `setting`'s modes, each model and mode in a fresh process,
     merging the rows into the bench files in `out` as they come (an interrupted run keeps them,
     and every row it did not measure). Before any work: `out` is checked writable, schema-1
     files in it are migrated, and a file in the way that cannot be merged into is a ZooError
-    naming it; a precision that cannot run as asked is a ZooWarning. `on_note(text)` says what
-    is measured, a migrated file or a raised peak; `on_row(row)` after each row. Returns this
-    run's rows."""
+    naming it; `on_warning(text)` when the precision cannot run as asked. `on_note(text)` says
+    what is measured, a migrated file or a raised peak; `on_row(row)` after each row. Returns
+    this run's rows."""
     from zoo.results import check_writable
     from zoo.runtime import resolve_device, resolve_precision
 
@@ -417,10 +416,10 @@ def run_bench(
     device = resolve_device(setting.device)
     setting = replace(setting, device=str(device))
     precision = resolve_precision(device, setting.amp, setting.amp_dtype)
-    if precision.warning:
-        warnings.warn(precision.warning, ZooWarning, stacklevel=2)
-    check_writable(out)
     note = on_note or (lambda text: None)
+    if precision.warning:
+        (on_warning or note)(precision.warning)
+    check_writable(out)
     note(
         f"Benchmarking {len(models)} models ({', '.join(modes)}) on {device}, {precision.label}, "
         f"{'nhwc' if setting.channels_last else 'nchw'}; synthetic inputs on the device, data "

@@ -120,6 +120,10 @@ def user_errors(command):
 say_err = functools.partial(say, console=err)
 
 
+def warn(text: str) -> None:
+    err.print(f"[yellow]Warning:[/yellow] {text}", highlight=False, soft_wrap=True)
+
+
 def report_errors(errors: list) -> None:
     """Each error as one line on stderr; exit 1 when there was any."""
     for error in errors:
@@ -477,7 +481,7 @@ def compare_(
         raise ZooError("--format html writes a file: pass --out report.html.")
     comparison = comparing.compare(results_dir, **vars(selection))
     for line in comparison.skipped:
-        err.print(f"[yellow]Warning:[/yellow] {line}", highlight=False, soft_wrap=True)
+        warn(line)
     if format is CompareFormat.table:
         for part in comparing.render_tables(comparison, per_run=per_run, bench=bench,
                                             width=out.width):  # fmt: skip
@@ -587,7 +591,9 @@ def bench(
                   highlight=False, markup=False)  # fmt: skip
 
     try:
-        rows = benching.run_bench(names, setting, out_dir, on_row=on_row, on_note=say_err)
+        rows = benching.run_bench(
+            names, setting, out_dir, on_row=on_row, on_note=say_err, on_warning=warn
+        )
     except KeyboardInterrupt:
         err.print("[red]Interrupted: the rows measured so far are in the bench files; rows not "
                   "reached are unchanged.[/red]")  # fmt: skip
