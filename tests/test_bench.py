@@ -2,6 +2,7 @@
 units, the peak MFU is a share of, timm's columns, the committed files, bad input."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -314,7 +315,7 @@ def fake_measuring(monkeypatch):
     return achieved
 
 
-SETTING = dict(device="cpu", amp=False, amp_dtype="float16", repeats=1, budget=0.1)
+SETTING = bench.Setting(device="cpu", repeats=1, budget=0.1)
 
 
 def test_a_row_that_outruns_the_peak_raises_it_for_every_row_of_the_run(tmp_path, fake_measuring):
@@ -322,13 +323,15 @@ def test_a_row_that_outruns_the_peak_raises_it_for_every_row_of_the_run(tmp_path
     its 0.2, in every row of the run, the inference file's too."""
     fake_measuring |= {"baseline-cnn": 0.05, "unet-small": 0.08, ("unet-small", "train"): 0.2}
     notes = []
-    models, modes = ["baseline-cnn", "unet-small"], ("infer", "train")
-    rows = bench.run_bench(models, SETTING, modes, tmp_path, on_note=notes.append)
+    models = ["baseline-cnn", "unet-small"]
+    rows = bench.run_bench(models, SETTING, tmp_path, on_note=notes.append)
     assert [row["mfu"] for row in rows] == pytest.approx([0.25, 0.4, 0.25, 1.0])
     assert [row["peak_tflops"] for row in rows] == pytest.approx([0.2] * 4)
     assert rows[0]["peak_source"].startswith("measured: the fastest row, unet-small train")
     assert "instruction set peak (0.1 TFLOP/s) was outrun" in rows[0]["peak_source"]
-    assert rows[0]["matmul_tflops"] == pytest.approx(0.095) and len(notes) == 1
+    assert rows[0]["matmul_tflops"] == pytest.approx(0.095)
+    assert notes[0].startswith("Benchmarking 2 models (infer, train) on cpu, fp32")
+    assert len(notes) == 2 and notes[1].startswith("Peak raised to 0.2 TFLOP/s")
     written, _ = benchfiles.load_bench_rows(tmp_path)
     assert [row["mfu"] for row in written] == pytest.approx([0.25, 0.4, 0.25, 1.0])
 
@@ -360,7 +363,7 @@ def test_a_file_of_the_previous_schema_is_migrated_never_dropped(tmp_path, fake_
     out = tmp_path / "out"
     legacy_file(this_machines(out), rows, peak=0.2)
     fake_measuring["fcn"] = 0.05
-    bench.run_bench(["fcn"], SETTING, ("infer",), out)
+    bench.run_bench(["fcn"], dataclasses.replace(SETTING, mode="infer"), out)
     merged, version = benchfiles.read_bench_csv(this_machines(out))
     assert version == benchfiles.SCHEMA_VERSION and len(merged) == 3
     assert [row["measured_at"] is None for row in merged] == [True, False, True]

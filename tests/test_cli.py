@@ -17,11 +17,16 @@ from zoo.errors import ZooError
 runner = CliRunner()
 NARROW = {"COLUMNS": "80"}
 
-# Every command and subcommand, as typed after `zoo`.
-COMMANDS = [
-    ["train"], ["eval"], ["predict"], ["list"], ["datasets"], ["summary"], ["compare"],
-    ["explain"], ["bench"], ["sweep"], ["sweep", "run"], ["sweep", "show"],
-]  # fmt: skip
+
+def command_paths(command, path: list[str]) -> list[list[str]]:
+    """Every command and subcommand under `command`, as typed after `zoo`."""
+    below = getattr(command, "commands", {})
+    return [path] * bool(path) + [
+        found for name, sub in below.items() for found in command_paths(sub, [*path, name])
+    ]
+
+
+COMMANDS = command_paths(typer.main.get_command(app), [])
 
 
 def click_command(path: list[str]):
@@ -64,7 +69,19 @@ USER_ERRORS = [
     (["sweep", "basline-cnn", "--trials", "2"], 1, "Unknown model 'basline-cnn'."),
     (["sweep", "run", "baseline-cnn", "--sampler", "cma"], 2, "'cma' is not one of 'tpe'"),
     (["sweep", "show", "no-study", "--out", "no/such/results"], 1, "There is no study 'no-study'"),
+    (["weights", "--format", "xml"], 2, "'xml' is not one of 'table', 'csv', 'json'"),
+    (["weights", "list", "--all-version"], 2, "No such option: --all-version"),
+    (["weights", "publish", "no/such/run", "--note", "x"], 1, "no/such/run does not exist"),
+    (["export", "no/such/run", "--format", "onnx", "--out", "no/x"], 1, "no/such/run does not"),
+    (["bench", "fcn", "--repeats", "0"], 2, "Invalid value for '--repeats'"),
+    (["compare", "--task", "detection"], 2, "'detection' is not one of 'classification'"),
 ]
+
+
+def test_every_command_has_a_user_error_case():
+    tried = {tuple(args[: len(path)]) for args, _, _ in USER_ERRORS for path in COMMANDS}
+    untried = [path for path in COMMANDS if tuple(path) not in tried]
+    assert not untried, f"no user error is tried for: {untried}"
 
 
 @pytest.mark.parametrize("args, code, message", USER_ERRORS, ids=lambda v: str(v)[:40])
@@ -181,12 +198,18 @@ def test_metrics_table_fits_80_columns(committed_baseline_record):
     assert "overall" in text
 
 
-def test_summary_is_a_torchinfo_layer_table():
-    result = runner.invoke(app, ["summary", "baseline-cnn"], env=NARROW)
+@pytest.mark.parametrize("model", ["baseline-cnn", "unet-small"])
+def test_summary_is_a_torchinfo_layer_table_at_80_columns(model):
+    result = runner.invoke(app, ["summary", model], env=NARROW)
     assert result.exit_code == 0, result.output
-    for needle in ("Conv2d", "[1, 32, 28, 28]", "Total params: 211,690", "Params size (MB)",
+    assert_fits(result.stdout)
+    for needle in ("Conv2d", "Total params: ", "Total mult-adds (", "Params size (MB)",
                    "Input size (MB)", "Forward/backward pass size (MB)"):  # fmt: skip
         assert needle in result.stdout
+    assert "Units." not in result.stdout, "torchinfo's enum is spelt as it means it"
+    if model == "baseline-cnn":
+        assert "[1, 32, 28, 28]" in result.stdout and "Total params: 211,690" in result.stdout
+        assert "Total mult-adds (M): 2.27" in result.stdout
 
 
 def test_markdown_for_parses_compare_options_and_names_a_bad_one():
@@ -237,3 +260,81 @@ def test_python_dash_m_zoo_works():
     assert result.returncode == 0
     for command in ("train", "eval", "list", "summary", "datasets", "sweep", "bench"):
         assert re.search(rf"^  {command} ", result.stdout, re.M), command
+
+
+# ------------------------------------------------------------------------- leftovers of issue 20
+
+
+def published_weights():
+    """A published version of baseline-cnn's weights, as `zoo weights` would list it."""
+    from zoo.weights import Weights
+
+    facts = dict(model="baseline-cnn", dataset="fashion-mnist", version=1, task="classification",
+                 class_names=("T-shirt/top", "Trouser"), in_chans=1, input_size=(1, 28, 28),
+                 mean=(0.286,), std=(0.353,), file="model.safetensors", dtype="float32",
+                 file_size=846_000, sha256="0" * 64, num_parameters=211_690, gflops=0.005,
+                 run_id="fashion-mnist/baseline-cnn/x", recipe="zoo train baseline-cnn",
+                 recipe_file=None, config={}, metrics={"accuracy": 0.9132, "loss": 0.25},
+                 evaluation={"torch": "2.14.1", "device": "cpu", "batch_size": 1024})  # fmt: skip
+    return Weights(**facts)
+
+
+@pytest.mark.parametrize("difference, code", [(0.0, 0), (0.0012, 1)])
+def test_eval_of_published_weights_fails_unless_it_reproduces_them(monkeypatch, difference, code):
+    from zoo import publish, weights
+
+    found = published_weights()
+    metrics = {**found.metrics, "accuracy": found.metrics["accuracy"] + difference}
+    evaluation = {"torch": "9.9.9", "device": "cpu", "batch_size": 7}
+    rescored = publish.Rescored(found, metrics, evaluation, {"accuracy": difference, "loss": 0.0})
+    monkeypatch.setattr(weights, "source_weights", lambda source: found)
+    monkeypatch.setattr(publish, "rescore", lambda *args, **kwargs: rescored)
+    result = runner.invoke(app, ["eval", "baseline-cnn"], env=NARROW)
+    assert result.exit_code == code, result.output
+    figures = f"test accuracy {0.9132 + difference:.4f}, published 0.9132"
+    if code == 0:
+        assert f"Reproduced exactly: {figures} (every score of 2 equal)." in result.stdout
+    else:
+        message = " ".join(result.stderr.split())
+        assert f"Error: Not exactly the published scores: {figures}, largest difference" in message
+        assert (
+            message.endswith("this is torch 9.9.9 (cpu, batch 7).") and "Traceback" not in message
+        )
+
+
+def test_a_misspelt_model_is_named_before_any_training_code_is_imported():
+    """`zoo train basline-cnn` answers from the registry: the model families are imported (they
+    register the names, and they import torch), but no run, loop, data or metrics code."""
+    heavy = ("zoo.run", "zoo.train", "zoo.data.splits", "torchmetrics", "matplotlib", "optuna")
+    code = (
+        "import sys\nfrom zoo.cli import app\n"
+        "try:\n    app(['train', 'basline-cnn'], prog_name='zoo')\n"
+        "except SystemExit as exit:\n"
+        f"    print(exit.code, [m for m in {heavy} if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert "Did you mean 'baseline-cnn'?" in result.stderr
+    assert result.stdout.strip() == "1 []", result.stdout
+
+
+def test_predicted_pngs_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from zoo import predict, results
+
+    mask = tmp_path / "house_mask.png"
+    predict.save_png(np.zeros((4, 6, 3), dtype=np.uint8), mask)
+    assert Image.open(mask).size == (6, 4) and [p.name for p in tmp_path.iterdir()] == [mask.name]
+    before = mask.read_bytes()
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.os, "fsync", full_disk)
+    with pytest.raises(ZooError, match="No space left"):
+        predict.save_png(np.full((4, 6, 3), 255, dtype=np.uint8), mask)
+    assert mask.read_bytes() == before, "the old file is intact"
+    assert [p.name for p in tmp_path.iterdir()] == [mask.name], "no temporary file is left"

@@ -19,8 +19,9 @@ FLOP utilisation is a share of a peak that no kernel exceeds (zoo/peaks.py).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 
 from zoo.benchfiles import (
@@ -31,6 +32,7 @@ from zoo.benchfiles import (
     timm_columns,
     write_merged,
 )
+from zoo.config import AmpDtype, option, plain_choices
 from zoo.errors import ZooError
 from zoo.peaks import apply_peak, cpu_identity, machine_peak, outruns, raise_peak
 from zoo.progress import phase
@@ -41,23 +43,44 @@ MIN_ITERATIONS = 6  # timed iterations in all, whatever the budget (spread over 
 WARMUP = 2  # untimed iterations first (after the first call, which compiles with --compile)
 
 
+class BenchMode(str, Enum):
+    infer = "infer"
+    train = "train"
+    both = "both"
+
+
 @dataclass(frozen=True)
 class Setting:
-    """What one bench run measures, the same for every model (plain values: it goes to the
-    child processes as JSON)."""
+    """What one bench run measures, the same for every model; each field is a `zoo bench`
+    option. Plain values (an enum's choice is kept as its string): it goes to the child
+    processes as JSON."""
 
-    mode: str  # infer | train
-    device: str
-    amp: bool = False
-    amp_dtype: str = "float16"
-    channels_last: bool = True
-    compile: bool = False
-    batch_size: int | None = None  # None: the task's training batch (128; segmentation 8)
-    img_size: int | None = None  # None: the dataset's input size
-    dataset: str | None = None  # None: each model's default dataset
-    repeats: int = 3
-    budget: float = 6.0  # seconds of timed iterations per model and mode, over all repeats
-    retry: bool = True  # halve the batch on CUDA out-of-memory
+    dataset: str | None = option(
+        None, "Input size and classes of this dataset; default: each model's."
+    )
+    amp: bool = option(False, "Mixed precision (CUDA; CPU only bf16).")
+    amp_dtype: str = option("float16", "Autocast dtype.", choices=AmpDtype)
+    channels_last: bool = option(True, "NHWC memory format.")
+    compile: bool = option(False, "torch.compile (its time reported apart).")
+    batch_size: int | None = option(None, "Images per batch; default 128, segmentation 8.", min=1)
+    img_size: int | None = option(None, "Square input side; default the dataset's.", min=1)
+    mode: str = option("both", "Inference, training step, or both.", choices=BenchMode)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    repeats: int = option(3, "Timed repeats; all are kept.", min=1)
+    budget: float = option(
+        6.0,
+        "Seconds of timed iterations per model and mode, split evenly over the repeats; "
+        f"whatever the budget, each repeat times at least ceil({MIN_ITERATIONS}/repeats) "
+        "iterations.",
+        min=0,
+    )
+    retry: bool = option(True, "Halve the batch on CUDA out-of-memory.")
+
+    def __post_init__(self) -> None:
+        plain_choices(self)
+
+    def modes(self) -> tuple[str, ...]:
+        return ("infer", "train") if self.mode == "both" else (self.mode,)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -377,47 +400,53 @@ def select_models(
 
 
 def run_bench(
-    models: list[str],
-    setting_args: dict,
-    modes: tuple[str, ...],
-    out: Path,
-    on_row=None,
-    on_note=None,
+    models: list[str], setting: Setting, out: Path, on_row=None, on_note=None, on_warning=None
 ) -> list[dict]:
-    """Measure `models` in each mode, each model and mode in a fresh process, merging the rows
-    into the bench files in `out` as they come (an interrupted run keeps them, and every row
-    it did not measure). Before any work: schema-1 files in `out` are migrated, and a file in
-    the way that cannot be merged into is a ZooError naming it. `on_row(row)` after each row,
-    `on_note(text)` for a migrated file or a raised peak. Returns this run's rows."""
+    """Measure `models` in each of `setting`'s modes, each model and mode in a fresh process,
+    merging the rows into the bench files in `out` as they come (an interrupted run keeps them,
+    and every row it did not measure). Before any work: `out` is checked writable, schema-1
+    files in it are migrated, and a file in the way that cannot be merged into is a ZooError
+    naming it; `on_warning(text)` when the precision cannot run as asked. `on_note(text)` says
+    what is measured, a migrated file or a raised peak; `on_row(row)` after each row. Returns
+    this run's rows."""
+    from zoo.results import check_writable
     from zoo.runtime import resolve_device, resolve_precision
 
-    out = Path(out)
-    device = resolve_device(setting_args["device"])
-    precision = resolve_precision(device, setting_args["amp"], setting_args["amp_dtype"])
-    first = Setting(mode=modes[0], **setting_args)
-    env = bench_environment(device, precision, first)
+    out, modes = Path(out), setting.modes()
+    device = resolve_device(setting.device)
+    setting = replace(setting, device=str(device))
+    precision = resolve_precision(device, setting.amp, setting.amp_dtype)
+    note = on_note or (lambda text: None)
+    if precision.warning:
+        (on_warning or note)(precision.warning)
+    check_writable(out)
+    note(
+        f"Benchmarking {len(models)} models ({', '.join(modes)}) on {device}, {precision.label}, "
+        f"{'nhwc' if setting.channels_last else 'nchw'}; synthetic inputs on the device, data "
+        f"loading not measured; {setting.budget:g} s per model and mode -> {out}"
+    )
+    env = bench_environment(device, precision, setting)
     stems = {
         mode: bench_file_stem(mode, precision.label, env["memory_format"], env) for mode in modes
     }
     for path in migrate_bench_folder(out):
-        if on_note is not None:
-            on_note(f"Migrated {path} to the current bench columns (nothing measured again).")
+        note(f"Migrated {path} to the current bench columns (nothing measured again).")
     for stem in stems.values():
         read_bench_file(out, stem)  # a file it cannot merge into: a ZooError naming it
-    seconds = max(0.5, min(2.0, first.budget))
+    seconds = max(0.5, min(2.0, setting.budget))
     with phase(f"measuring the peak FLOP/s of {device}"):
         peak = machine_peak(device, precision, seconds)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    run = {"measured_at": stamp, "environment": env, "setting": setting_args,
+    asked = {name: value for name, value in asdict(setting).items() if name != "mode"}
+    run = {"measured_at": stamp, "environment": env, "setting": asked,
            "models": list(models)} | peak.columns()  # fmt: skip
     measured: dict[str, list[dict]] = {mode: [] for mode in modes}
     everything: list[dict] = []
     for mode in modes:
-        setting = Setting(mode=mode, **setting_args)
         for number, model in enumerate(models, start=1):
             # on_row tells how each went: a log needs no line of its own for the model
             with phase(f"{mode} {model} ({number}/{len(models)})", log=False):
-                row = measure_in_child(model, setting) | {"measured_at": stamp}
+                row = measure_in_child(model, replace(setting, mode=mode)) | {"measured_at": stamp}
             raised = outruns(row, peak)
             if raised:  # every row of this run gets the new peak, in both modes' files
                 with phase(f"raising the peak FLOP/s of {device}"):
@@ -425,8 +454,7 @@ def run_bench(
                 run |= peak.columns()
                 for earlier in everything:
                     apply_peak(earlier, peak)
-                if on_note is not None:
-                    on_note(f"Peak raised to {peak.flops / 1e12:.4g} TFLOP/s ({peak.source}).")
+                note(f"Peak raised to {peak.flops / 1e12:.4g} TFLOP/s ({peak.source}).")
             apply_peak(row, peak)
             measured[mode].append(row)
             everything.append(row)
@@ -444,6 +472,16 @@ DROPPED_FIRST = ("p90 ms", "peak MB", "GFLOP/img", "batch", "ms/batch")  # until
 MIN_ERROR_WIDTH = 20
 
 
+def progress_line(row: dict) -> str:
+    """What `zoo bench` says as each row comes: its speed, or its error."""
+    if row["error"]:
+        return f"{row['mode']:>5} {row['model']}: {row['error']}"
+    return (
+        f"{row['mode']:>5} {row['model']}: {row['images_per_second']:,.1f} img/s, "
+        f"{row['latency_ms_median']:.2f} ms/batch of {row['batch_size']}"
+    )
+
+
 def result_cells(row: dict) -> dict[str, str]:
     """A row's cells in `result_table` (empty where it has no figures)."""
     cells = {"mode": row["mode"], "model": row["model"], "batch": str(row.get("batch_size") or "")}
@@ -459,13 +497,18 @@ def result_cells(row: dict) -> dict[str, str]:
     }
 
 
-def result_table(rows: list[dict], title: str, width: int = 80):
+def result_table(rows: list[dict], title: str | None = None, width: int = 80):
     """`zoo bench`'s table of `rows`, at most `width` columns wide: numbers and model names
     never wrap or get cut; columns are left out until it fits (DROPPED_FIRST), the mode column
     when every row has the same mode (the title says it). The error column is there only when
-    a row has an error, and its text wraps in the room left."""
+    a row has an error, and its text wraps in the room left. The title says the precision
+    unless given."""
     from rich.console import Console
     from rich.table import Table
+
+    if title is None:
+        labels = sorted({row["precision"] for row in rows if row.get("precision")})
+        title = f"zoo bench ({', '.join(labels) or 'no row measured'})"
 
     cells = [result_cells(row) | {"error": row.get("error") or ""} for row in rows]
     modes = sorted({row["mode"] for row in rows})

@@ -1,11 +1,9 @@
-"""The `zoo` command line: thin Typer commands that parse options and call zoo's functions."""
+"""The `zoo` command line: thin Typer commands that parse options, call one function of the
+module that owns the work, and print what it returns."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
-import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -14,9 +12,12 @@ import typer
 from rich.console import Console
 
 from zoo import progress, tables
-from zoo.config import AmpDtype, TrainConfig, read_recipe, to_flags
-from zoo.errors import ZooError, ZooWarning
-from zoo.sweep import Pruner, Sampler
+from zoo.bench import Setting as BenchSetting
+from zoo.compare import Selection
+from zoo.config import Task as TaskName
+from zoo.config import TrainConfig, config_options, parse_seeds, read_recipe, recipe_yaml, to_flags
+from zoo.errors import ZooError
+from zoo.sweep import Search
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -28,30 +29,19 @@ out = Console()
 err = Console(stderr=True)
 
 
-class TaskName(str, Enum):
-    classification = "classification"
-    segmentation = "segmentation"
+def choices(name: str, *values: str) -> type[Enum]:
+    """An Enum of an option's choices, each member named and valued as typed."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class Checkpoint(str, Enum):
-    best = "best"
-    last = "last"
-
-
-class RowFormat(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-class ExplainMethod(str, Enum):  # "all" and zoo.explain.METHODS (a test keeps them equal)
-    all = "all"
-    saliency = "saliency"
-    integrated_gradients = "integrated-gradients"
-    gradcam = "gradcam"
-    activation_max = "activation-max"
-    confused = "confused"
-
+Checkpoint = choices("Checkpoint", "best", "last")
+RowFormat = choices("RowFormat", "table", "csv", "json")
+# "all" and zoo.explain.METHODS (a test keeps them equal)
+ExplainMethod = choices("ExplainMethod", "all", "saliency", "integrated-gradients", "gradcam",
+                        "activation-max", "confused")  # fmt: skip
+CompareFormat = choices("CompareFormat", "table", "markdown", "csv", "html")
+StorageDtype = choices("StorageDtype", "auto", "float32", "float16")
+ExportFormat = choices("ExportFormat", "onnx", "pt2", "hub")
 
 # Arguments and options several commands share.
 SourceArgument = Annotated[
@@ -61,7 +51,7 @@ SourceArgument = Annotated[
         "(e.g. unet-small, unet-small:cmp-facade; see `zoo weights`)."
     ),
 ]
-SourceCheckpointOption = Annotated[
+CheckpointOption = Annotated[
     Checkpoint | None, typer.Option(help="A run folder's best or last checkpoint; default best.")
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
@@ -70,6 +60,9 @@ DataDirOption = Annotated[
 ]
 TaskOption = Annotated[TaskName | None, typer.Option(help="Only this task.")]
 FormatOption = Annotated[RowFormat, typer.Option(help="table, or csv/json for scripts.")]
+PatternArgument = Annotated[
+    str, typer.Argument(help="Shell-style filter, e.g. 'unet*'; plain words match anywhere.")
+]
 StorageOption = Annotated[
     str | None, typer.Option(help="SQLAlchemy URL; default: sqlite file under OUT/sweeps/STUDY/.")
 ]
@@ -92,23 +85,13 @@ def main(
     ] = False,
 ) -> None:
     """zoo: train, evaluate and compare small-image vision models."""
-    show_zoo_warnings_in_one_line()
+    progress.show_warnings(err)  # a ZooWarning as one line
     context.with_resource(progress.reporting(err))  # every command's phases, on stderr
 
 
-def show_zoo_warnings_in_one_line() -> None:
-    """A ZooWarning prints as `Warning: ...` on stderr; other warnings keep Python's format."""
-    import warnings
-
-    python_format = warnings.showwarning
-
-    def show(message, category, *args, **kwargs):
-        if issubclass(category, ZooWarning):
-            err.print(f"[yellow]Warning:[/yellow] {message}", highlight=False, soft_wrap=True)
-        else:
-            python_format(message, category, *args, **kwargs)
-
-    warnings.showwarning = show
+def say(text: str, console: Console = out) -> None:
+    """One line as it is: no markup, no highlighting, no wrapping (paths stay whole)."""
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def print_rows(rows: list[dict], format: RowFormat, table) -> None:
@@ -134,46 +117,44 @@ def user_errors(command):
     return wrapper
 
 
-def config_options(command=None, *, searchable: bool = False):
-    """Give a Typer command one option per TrainConfig field but `model`, named as the field,
-    with its type, default and help (so `zoo train --lr` is `TrainConfig.lr`, and choices are the
-    config's enums). The command receives them as keyword arguments of the same names.
+say_err = functools.partial(say, console=err)
 
-    `searchable=True` (zoo sweep) makes each option text that may also hold a range or choices,
-    None when not given."""
-    if command is None:
-        return functools.partial(config_options, searchable=searchable)
-    hints = typing.get_type_hints(TrainConfig)
-    own_hints = typing.get_type_hints(command, include_extras=True)  # Annotated[...] kept
-    parameters = [
-        parameter.replace(annotation=own_hints.get(parameter.name, parameter.annotation))
-        for parameter in inspect.signature(command).parameters.values()
-        if parameter.kind is not inspect.Parameter.VAR_KEYWORD
-    ]
-    for field in dataclasses.fields(TrainConfig):
-        if field.name == "model":
-            continue
-        kind, default, help = hints[field.name], field.default, field.metadata["help"]
-        if typing.get_origin(kind) is tuple:  # repeatable: --logger tensorboard --logger mlflow
-            kind, default = list[str], list(default)
-        if searchable:
-            kind, default = str | None, None
-            help += " A value, a range low:high[:log], or choices a,b,c."
-        parameters.append(
-            inspect.Parameter(
-                field.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=default,
-                annotation=Annotated[kind, typer.Option(help=help)],
-            )
-        )
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        return command(*args, **kwargs)
+def warn(text: str) -> None:
+    err.print(f"[yellow]Warning:[/yellow] {text}", highlight=False, soft_wrap=True)
 
-    wrapper.__signature__ = inspect.Signature(parameters)
-    return wrapper
+
+def report_errors(errors: list) -> None:
+    """Each error as one line on stderr; exit 1 when there was any."""
+    for error in errors:
+        err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+def checkpoint_file(checkpoint: Checkpoint | None) -> str | None:
+    return f"{checkpoint.value}.safetensors" if checkpoint else None
+
+
+def text_or_none(path: Path | None) -> str | None:
+    return str(path) if path else None
+
+
+def anywhere(pattern: str) -> str:
+    """A plain word matches anywhere in a name; a pattern with * ? [ is used as it is."""
+    return pattern if any(char in pattern for char in "*?[") else f"*{pattern}*"
+
+
+def given_options(context: typer.Context, options: dict) -> dict:
+    """The options typed on the command line (not left at their defaults)."""
+    return {
+        name: value
+        for name, value in options.items()
+        if context.get_parameter_source(name).name == "COMMANDLINE"
+    }
+
+
+# ----------------------------------------------------------------------------- train, eval
 
 
 @app.command()
@@ -210,6 +191,8 @@ def train(
     **options,
 ):
     """Train MODEL and write its run record: config, history, metrics, figures, checkpoints."""
+    from zoo.registry import get_model_entry
+
     given = given_options(context, options)
     if config is not None:
         if resume is not None:
@@ -218,14 +201,20 @@ def train(
         model = model or recipe.get("model")
         given = {**{k: v for k, v in recipe.items() if k != "model"}, **given}
         options = {**options, **given}
-    if resume is None and model is None:
+    if model is None and resume is None:
         raise ZooError("Name the model to train (e.g. `zoo train baseline-cnn`), or pass --resume.")
+    if model is None and print_config:
+        raise ZooError("--print-config prints a new run's recipe: name the model, not --resume.")
+    if model is not None:
+        entry = get_model_entry(model)  # a misspelt name: its close matches, before any work
     if print_config:
-        out.print(resolved_recipe(model, options), end="", highlight=False, markup=False)
+        resolved = TrainConfig(model=model, **options).resolve(entry.task, entry.dataset)
+        out.print(recipe_yaml(resolved), end="", highlight=False, markup=False)
         return
-    seed_list = parse_seeds(seeds, given, resume)
+    if seeds is not None and ("seed" in given or resume is not None):
+        raise ZooError("--seeds runs one run per seed: drop --seed and --resume with it.")
     codes = []
-    for seed in seed_list:
+    for seed in [None] if seeds is None else parse_seeds(seeds):
         if seed is not None:
             options, given = {**options, "seed": seed}, {**given, "seed": seed}
         if nproc is not None and nproc > 1:
@@ -238,49 +227,12 @@ def train(
     raise typer.Exit(max(codes, key=lambda code: (code != 0, code)))
 
 
-def resolved_recipe(model: str, options: dict) -> str:
-    """The recipe `zoo train` would run, the model's defaults filled in, as YAML."""
-    import yaml
-
-    from zoo.registry import get_model_entry
-
-    entry = get_model_entry(model)
-    config = TrainConfig(model=model, **options).resolve(entry.task, entry.dataset)
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
-
-
-def parse_seeds(seeds: str | None, given: dict, resume: Path | None) -> list[int | None]:
-    """--seeds 0,1,2 -> [0, 1, 2]; without it one run with --seed (None: as given)."""
-    if seeds is None:
-        return [None]
-    if "seed" in given or resume is not None:
-        raise ZooError("--seeds runs one run per seed: drop --seed and --resume with it.")
-    try:
-        values = [int(part) for part in seeds.split(",") if part.strip()]
-    except ValueError:
-        raise ZooError(f"--seeds takes comma-separated integers (0,1,2), got {seeds!r}.") from None
-    if not values or len(set(values)) != len(values):
-        raise ZooError(f"--seeds needs distinct seeds, e.g. 0,1,2; got {seeds!r}.")
-    return values
-
-
 def train_once(model: str | None, resume: Path | None, options: dict, given: dict) -> int:
     """One run (or one process of a torchrun job); the exit status for the shell."""
-    from zoo.distributed import Ranks
-    from zoo.run import resume_run, train_run
-    from zoo.runtime import resolve_device
+    from zoo.run import train_or_resume
 
-    ranks = Ranks.from_environment(resolve_device(options["device"]).type)
-    try:
-        if resume is not None:
-            if model is not None:
-                given["model"] = model
-            record = resume_run(resume, changes=given, console=err, ranks=ranks)
-        else:
-            record = train_run(TrainConfig(model=model, **options), console=err, ranks=ranks)
-    finally:
-        ranks.shutdown()
-    if not ranks.is_main:
+    record, is_main = train_or_resume(model, resume, options, given, console=err)
+    if not is_main:
         return 0 if record.status == "completed" else 1
     if record.status != "completed":
         err.print(f"[red]{record.message}[/red]", highlight=False, soft_wrap=True)
@@ -288,15 +240,6 @@ def train_once(model: str | None, resume: Path | None, options: dict, given: dic
     print_metrics(record)
     out.print(f"Run record: {record.run_dir}")
     return 0
-
-
-def given_options(context: typer.Context, options: dict) -> dict:
-    """The options typed on the command line (not left at their defaults)."""
-    return {
-        name: value
-        for name, value in options.items()
-        if context.get_parameter_source(name).name == "COMMANDLINE"
-    }
 
 
 def print_metrics(record) -> None:
@@ -312,7 +255,7 @@ def print_metrics(record) -> None:
 @user_errors
 def eval_(
     source: SourceArgument,
-    checkpoint: SourceCheckpointOption = None,
+    checkpoint: CheckpointOption = None,
     device: Annotated[
         str | None,
         typer.Option(help="Default: the run's device setting; published weights: the CPU."),
@@ -320,35 +263,34 @@ def eval_(
     data_dir: DataDirOption = None,
 ):
     """Evaluate a run's checkpoint on val and test (rewriting its metrics.json and figures), or
-    score published weights on the test split again and compare with the published metrics."""
+    score published weights on the test split again and compare with the published metrics
+    (exit status 1 when they differ)."""
     from zoo.runtime import resolve_device
     from zoo.weights import source_weights
 
     resolved = resolve_device(device) if device else None
     found = source_weights(source)
-    if found is not None:
-        from zoo.publish import rescore
+    if found is None:
+        from zoo.evaluate import evaluate_run
 
-        if checkpoint is not None:
-            raise ZooError(
-                f"--checkpoint picks a run folder's checkpoint, and {source} is published "
-                "weights (one file); drop --checkpoint."
-            )
-        err.print(f"Scoring {found.ref} on the {found.dataset} test split...", highlight=False)
-        rescored = rescore(found, device=resolved, data_dir=str(data_dir) if data_dir else None)
-        out.print(tables.rescored_table(rescored))
-        out.print(rescored_verdict(rescored), highlight=False, soft_wrap=True)
-        return
-    from zoo.evaluate import evaluate_run
+        record = evaluate_run(
+            source, checkpoint=checkpoint_file(checkpoint or Checkpoint.best), device=resolved,
+            data_dir=text_or_none(data_dir), console=err,
+        )  # fmt: skip
+        return print_metrics(record)
+    if checkpoint is not None:
+        raise ZooError(
+            f"--checkpoint picks a run folder's checkpoint, and {source} is published weights "
+            "(one file); drop --checkpoint."
+        )
+    from zoo.publish import rescore
 
-    record = evaluate_run(
-        source,
-        checkpoint=f"{(checkpoint or Checkpoint.best).value}.safetensors",
-        device=resolved,
-        data_dir=str(data_dir) if data_dir else None,
-        console=err,
-    )
-    print_metrics(record)
+    say_err(f"Scoring {found.ref} on the {found.dataset} test split...")
+    rescored = rescore(found, device=resolved, data_dir=text_or_none(data_dir))
+    out.print(tables.rescored_table(rescored))
+    if not rescored.exact:
+        raise ZooError(rescored.verdict())
+    say(rescored.verdict())
 
 
 @app.command()
@@ -362,7 +304,7 @@ def predict(
             "--out", help="Where masks go; default RUN_DIR/predictions (published: predictions/)."
         ),
     ] = None,
-    checkpoint: SourceCheckpointOption = None,
+    checkpoint: CheckpointOption = None,
     top_k: Annotated[int, typer.Option(help="Classes shown per image (classification).")] = 5,
     device: DeviceOption = "auto",
 ):
@@ -372,53 +314,32 @@ def predict(
     from zoo.runtime import resolve_device
 
     predictions, errors = predict_files(
-        source,
-        images,
-        out_dir=out_dir,
-        checkpoint=f"{checkpoint.value}.safetensors" if checkpoint else None,
-        device=resolve_device(device),
-        top_k=top_k,
-    )
+        source, images, out_dir=out_dir, checkpoint=checkpoint_file(checkpoint),
+        device=resolve_device(device), top_k=top_k,
+    )  # fmt: skip
     for prediction in predictions:
-        if prediction.mask is not None:
-            out.print(f"{prediction.image}: {prediction.mask}, {prediction.overlay}")
-        else:
-            top = ", ".join(f"{name} {p:.3f}" for name, p in prediction.top_classes)
-            out.print(f"{prediction.image}: {top}", highlight=False)
+        say(str(prediction))
     report_errors(errors)
 
 
-def report_errors(errors: list) -> None:
-    """Each error as one line on stderr; exit 1 when there was any."""
-    for error in errors:
-        err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
-    if errors:
-        raise typer.Exit(1)
+# ----------------------------------------------------------------------------- listings
 
 
 @app.command("list")
 @user_errors
 def list_(
-    pattern: Annotated[
-        str, typer.Argument(help="Shell-style filter, e.g. 'unet*'; plain words match anywhere.")
-    ] = "*",
-    task: TaskOption = None,
-    format: FormatOption = RowFormat.table,
+    pattern: PatternArgument = "*", task: TaskOption = None, format: FormatOption = RowFormat.table
 ):
     """List the registered models."""
     from zoo.registry import list_models
 
-    if not any(char in pattern for char in "*?["):
-        pattern = f"*{pattern}*"
-    names = list_models(pattern, task.value if task else None)
+    names = list_models(anywhere(pattern), task.value if task else None)
     print_rows(tables.model_rows(names), format, tables.models_table)
 
 
 @app.command()
 @user_errors
-def datasets(
-    format: FormatOption = RowFormat.table,
-):
+def datasets(format: FormatOption = RowFormat.table):
     """List the registered datasets."""
     from zoo.data import list_datasets
 
@@ -436,35 +357,33 @@ def summary(
     depth: Annotated[int, typer.Option(help="Nesting depth of the layer table.")] = 3,
 ):
     """Layer table with output shapes, parameter counts and memory sizes (torchinfo)."""
-    import torchinfo
-
-    from zoo.data import get_dataset_info
-    from zoo.registry import create_model, get_model_entry
-
-    info = get_dataset_info(get_model_entry(model).dataset)
-    height, width = (input_size, input_size) if input_size else info.image_size
-    stats = torchinfo.summary(
-        create_model(model),
-        input_size=(batch_size, info.in_chans, height, width),
-        col_names=("output_size", "num_params"),
-        depth=depth,
-        verbose=0,
-    )
-    out.print(str(stats), highlight=False)
+    say(tables.model_summary(model, batch_size, input_size, depth))
 
 
-class DefaultRunGroup(typer.core.TyperGroup):
-    """A group whose `run` subcommand may go unnamed: `zoo sweep MODEL ...` is
-    `zoo sweep run MODEL ...`, while `zoo sweep show STUDY` is its own subcommand."""
+# ----------------------------------------------------------------------------- sweep
 
-    def resolve_command(self, context, args):
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["run", *args]
-        return super().resolve_command(context, args)
+
+class DefaultCommandGroup(typer.core.TyperGroup):
+    """A group whose `default` subcommand may go unnamed: `zoo sweep MODEL ...` is `zoo sweep
+    run MODEL ...` and `zoo weights [PATTERN]` is `zoo weights list ...`, while a named
+    subcommand (`zoo sweep show STUDY`) is itself."""
+
+    default = ""
+
+    def parse_args(self, context, args):
+        if (args or not self.no_args_is_help) and (
+            not args or args[0] not in (*self.commands, "--help", "-h")
+        ):
+            args = [self.default, *args]
+        return super().parse_args(context, args)
+
+
+class SweepGroup(DefaultCommandGroup):
+    default = "run"
 
 
 sweep_app = typer.Typer(
-    cls=DefaultRunGroup,
+    cls=SweepGroup,
     no_args_is_help=True,
     rich_markup_mode=None,
     help="Tune a recipe with Optuna (`zoo sweep MODEL ...`), or report a study (`show`).",
@@ -475,52 +394,23 @@ app.add_typer(sweep_app, name="sweep")
 @sweep_app.command("run")
 @user_errors
 @config_options(searchable=True)
+@config_options(config=Search, into="search")
 def sweep_run(
     model: Annotated[str, typer.Argument(help="Registry name to tune (see `zoo list`).")],
-    *,
-    trials: Annotated[int, typer.Option(help="Finished trials the study should have.")] = 20,
-    space: Annotated[
-        Path | None, typer.Option(help="JSON/YAML file: option -> range or choices.")
-    ] = None,
-    sampler: Annotated[Sampler, typer.Option(help="grid searches choices only.")] = Sampler.tpe,
-    pruner: Annotated[Pruner, typer.Option(help="Pruning rule.")] = Pruner.median,
-    metric: Annotated[
-        str | None,
-        typer.Option(help="Validation column to optimise; default: the task's (val_accuracy)."),
-    ] = None,
-    study: Annotated[
-        str | None, typer.Option(help="Study name; an existing one is joined. Default MODEL-DATA.")
-    ] = None,
-    storage: StorageOption = None,
-    workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    search: Search,
     **options,
 ):
     """Tune MODEL's recipe with Optuna: every option takes a value, a range or choices; each
     trial is a normal run record. `zoo sweep MODEL` is short for `zoo sweep run MODEL`."""
-    from zoo import sweep as sweeps
+    from zoo.sweep import run_sweep
 
-    given = {name: value for name, value in options.items() if value is not None}
-    spec = sweeps.make_spec(
-        model, given, space_file=space, trials=trials, sampler=sampler.value,
-        pruner=pruner.value, metric=metric, study=study, storage=storage,
-    )  # fmt: skip
-    err.print(
-        f"Sweep {spec.study} ({spec.storage}): {spec.trials} trials of {spec.base.model} on "
-        f"{spec.base.dataset}, {spec.sampler} sampler, {spec.pruner} pruning, "
-        f"{spec.direction} {spec.metric}; searching "
-        + ", ".join(f"{p.name} {p.text()}" for p in spec.params),
-        highlight=False,
-        soft_wrap=True,
-    )
-    interrupted = sweeps.run_sweep(spec, workers=workers, console=err)
+    spec = search.spec(model, {name: value for name, value in options.items() if value is not None})
+    say_err(spec.describe())
+    interrupted = run_sweep(spec, workers=search.workers, console=err)
     show_study(spec.study, spec.storage, spec.base.out)
     if interrupted:
-        err.print(
-            "[red]Interrupted by Ctrl-C; the finished trials are saved. Run the same command to "
-            "go on.[/red]",
-            highlight=False,
-            soft_wrap=True,
-        )
+        err.print("[red]Interrupted by Ctrl-C; the finished trials are saved. Run the same "
+                  "command to go on.[/red]", highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(130)
 
 
@@ -534,58 +424,32 @@ def sweep_show(
     ] = Path("results"),
 ):
     """The study's trials, its best trial as a `zoo train` command, and Optuna's figures."""
-    show_study(study, storage, str(out_dir))
+    show_study(study, storage, out_dir)
 
 
-def show_study(name: str, storage: str | None, out_dir: str) -> None:
-    from zoo import sweep as sweeps
+def show_study(name: str, storage: str | None, out_dir: str | Path) -> None:
+    from zoo.sweep import report_study
 
-    storage = storage or f"sqlite:///{sweeps.study_folder(out_dir, name) / 'study.db'}"
-    found = sweeps.load_study(name, storage)
-    title = f"study {name}: {found.user_attrs.get('metric')} ({found.direction.name})"
-    out.print(tables.study_table(sweeps.trial_rows(found), title))
-    if sweeps.best_value(found) is None:
-        out.print("No trial has completed yet.")
-        return
-    best = found.best_trial
-    out.print(f"Best: trial {best.number}, {found.user_attrs.get('metric')} {best.value:.4f}")
-    out.print(sweeps.train_command(found, best), highlight=False, soft_wrap=True)
-    folder = sweeps.study_folder(out_dir, name) / "figures"
-    for path in sweeps.write_figures(found, folder):
-        out.print(f"Figure: {path}", highlight=False, soft_wrap=True)
+    report = report_study(name, storage, out_dir)
+    out.print(tables.study_table(report.rows, report.title))
+    for line in report.lines:
+        say(line)
 
 
-class CompareFormat(str, Enum):
-    table = "table"
-    markdown = "markdown"
-    csv = "csv"
-    html = "html"
+# ----------------------------------------------------------------------------- compare, bench
 
 
 @app.command("compare")
 @user_errors
+@config_options(config=Selection, into="selection")
 def compare_(
     results_dir: Annotated[
         Path, typer.Argument(help="A folder of run records and bench files.")
     ] = Path("results"),
-    task: TaskOption = None,
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    model: Annotated[str | None, typer.Option(help="Only models matching this pattern.")] = None,
-    sort: Annotated[
-        str | None,
-        typer.Option(
-            help="model, n, params, train_img_s, bench_img_s, latency_ms, "
-            "mfu, val or test (default: test score, best first)."
-        ),
-    ] = None,
-    baseline: Annotated[
-        str | None, typer.Option(help="Show each row's difference to this model (Welch's t-test).")
-    ] = None,
     format: Annotated[CompareFormat, typer.Option(help="Output format.")] = CompareFormat.table,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write here instead of stdout (html: required).")
     ] = None,
-    trials: Annotated[bool, typer.Option(help="Include sweep trials (tagged runs).")] = True,
     per_run: Annotated[
         bool, typer.Option(help="One row per run (folder, seed, commit) instead of per recipe.")
     ] = False,
@@ -601,37 +465,35 @@ def compare_(
         list[Path] | None,
         typer.Option(help="Regenerate the `<!-- zoo compare ARGS -->` tables in this file."),
     ] = None,
+    *,
+    selection: Selection,
 ):
     """Compare runs and bench rows per dataset: scores (mean ± std over seeds), per-class
     scores, parameters, FLOPs, throughput, memory; as a table, Markdown, CSV or an HTML report."""
     from zoo import compare as comparing
 
+    for path in refresh or []:
+        changed = comparing.refresh(path, markdown_for)
+        say_err(f"{path}: {'updated' if changed else 'up to date'}")
     if refresh:
-        for path in refresh:
-            changed = comparing.refresh(path, markdown_for)
-            err.print(f"{path}: {'updated' if changed else 'up to date'}", highlight=False)
         return
     if format is CompareFormat.html and out_file is None:
         raise ZooError("--format html writes a file: pass --out report.html.")
-    comparison = comparing.compare(
-        results_dir, task=task, dataset=dataset, model=model, sort=sort, baseline=baseline,
-        trials=trials,
-    )  # fmt: skip
+    comparison = comparing.compare(results_dir, **vars(selection))
     for line in comparison.skipped:
-        err.print(f"[yellow]Warning:[/yellow] {line}", highlight=False, soft_wrap=True)
+        warn(line)
     if format is CompareFormat.table:
-        width = out.width
-        for part in comparing.render_tables(comparison, per_run=per_run, bench=bench, width=width):
+        for part in comparing.render_tables(comparison, per_run=per_run, bench=bench,
+                                            width=out.width):  # fmt: skip
             out.print(part)
         return
     text = comparing.render(comparison, format.value, per_run=per_run, bench=bench)
     if out_file is None:
-        out.print(text, highlight=False, markup=False, soft_wrap=True)
-    else:
-        from zoo.results import atomic_write_bytes
+        return say(text)
+    from zoo.results import atomic_write_bytes
 
-        atomic_write_bytes(out_file, text.encode())
-        err.print(f"Wrote {out_file}", highlight=False)
+    atomic_write_bytes(out_file, text.encode())
+    say_err(f"Wrote {out_file}")
 
 
 def markdown_for(args: list[str]) -> str:
@@ -645,8 +507,8 @@ def markdown_for(args: list[str]) -> str:
         options = command.make_context("zoo compare", list(args)).params
     except typer.BadParameter.__base__ as error:  # click's UsageError, whichever click Typer uses
         raise ZooError(f"`zoo compare {' '.join(args)}`: {error.format_message()}") from None
-    filters = ("task", "dataset", "model", "sort", "baseline", "trials")
-    comparison = comparing.compare(options["results_dir"], **{k: options[k] for k in filters})
+    selection = {name: options[name] for name in vars(Selection())}
+    comparison = comparing.compare(options["results_dir"], **selection)
     return comparing.render(
         comparison, "markdown", per_run=options["per_run"], bench=options["bench"]
     )
@@ -679,7 +541,7 @@ def explain(
             help="Where figures go; default RUN_DIR/figures/explain (published: explain/MODEL).",
         ),
     ] = None,
-    checkpoint: SourceCheckpointOption = None,
+    checkpoint: CheckpointOption = None,
     device: DeviceOption = "auto",
     data_dir: DataDirOption = None,
     steps: Annotated[
@@ -694,148 +556,60 @@ def explain(
 
     done = explain_run(
         source, images or [], method=method.value, layer=layer, target=target, out=out_dir,
-        checkpoint=f"{checkpoint.value}.safetensors" if checkpoint else None,
-        device=resolve_device(device),
-        data_dir=str(data_dir) if data_dir else None, steps=steps,
+        checkpoint=checkpoint_file(checkpoint), device=resolve_device(device),
+        data_dir=text_or_none(data_dir), steps=steps,
     )  # fmt: skip
-    for line in done.lines:
-        out.print(line, highlight=False, soft_wrap=True)
-    for path in done.figures:
-        out.print(f"Figure: {path}", highlight=False, soft_wrap=True)
+    for line in [*done.lines, *(f"Figure: {path}" for path in done.figures)]:
+        say(line)
     report_errors(done.errors)
-
-
-class BenchMode(str, Enum):
-    infer = "infer"
-    train = "train"
-    both = "both"
 
 
 @app.command()
 @user_errors
+@config_options(config=BenchSetting, into="setting")
 def bench(
     models: Annotated[
         list[str] | None, typer.Argument(help="Registry names; or --all.", show_default=False)
     ] = None,
+    *,
     all_models: Annotated[bool, typer.Option("--all", help="Every registered model.")] = False,
     task: Annotated[TaskName | None, typer.Option(help="With --all: only this task.")] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(help="Input size and classes of this dataset; default: each model's."),
-    ] = None,
-    amp: Annotated[bool, typer.Option(help="Mixed precision (CUDA; CPU only bf16).")] = False,
-    amp_dtype: Annotated[AmpDtype, typer.Option(help="Autocast dtype.")] = AmpDtype.float16,
-    channels_last: Annotated[bool, typer.Option(help="NHWC memory format.")] = True,
-    compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile (its time reported apart).")
-    ] = False,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Images per batch; default 128, segmentation 8.")
-    ] = None,
-    img_size: Annotated[
-        int | None, typer.Option(min=1, help="Square input side; default the dataset's.")
-    ] = None,
-    mode: Annotated[
-        BenchMode, typer.Option(help="Inference, training step, or both.")
-    ] = BenchMode.both,
-    device: DeviceOption = "auto",
-    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; all are kept.")] = 3,
-    budget: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            help="Seconds of timed iterations per model and mode, split evenly over the repeats; "
-            "whatever the budget, each repeat times at least ceil(6/repeats) iterations.",
-        ),
-    ] = 6.0,
-    retry: Annotated[bool, typer.Option(help="Halve the batch on CUDA out-of-memory.")] = True,
     out_dir: Annotated[
         Path, typer.Option("--out", help="Bench files' folder (rows merge into existing files).")
     ] = Path("results/bench"),
+    setting: BenchSetting,
 ):
     """Throughput, latency (median, p90, p99, IQR), peak memory, FLOPs and FLOP utilisation of
     models on synthetic input, each in a fresh process; rows are merged into one CSV/JSON per
     setting."""
     from zoo import bench as benching
-    from zoo.results import check_writable
-    from zoo.runtime import resolve_device, resolve_precision
 
-    names = benching.select_models(models, all_models, task, dataset)
-    resolved = resolve_device(device)
-    precision = resolve_precision(resolved, amp, amp_dtype.value)
-    if precision.warning:
-        err.print(f"[yellow]Warning:[/yellow] {precision.warning}", highlight=False)
-    check_writable(out_dir)
-    modes = ("infer", "train") if mode is BenchMode.both else (mode.value,)
-    err.print(
-        f"Benchmarking {len(names)} models ({', '.join(modes)}) on {resolved}, {precision.label}, "
-        f"{'nhwc' if channels_last else 'nchw'}; synthetic inputs on the device, data loading "
-        f"not measured; {budget:g} s per model and mode -> {out_dir}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    setting = dict(
-        device=str(resolved), amp=amp, amp_dtype=amp_dtype.value, channels_last=channels_last,
-        compile=compile, batch_size=batch_size, img_size=img_size, dataset=dataset,
-        repeats=repeats, budget=budget, retry=retry,
-    )  # fmt: skip
+    names = benching.select_models(models, all_models, task, setting.dataset)
 
-    def progress(row):
-        if row["error"]:
-            text = f"[red]{row['error']}[/red]"
-        else:
-            text = (
-                f"{row['images_per_second']:,.1f} img/s, "
-                f"{row['latency_ms_median']:.2f} ms/batch of {row['batch_size']}"
-            )
-        err.print(f"{row['mode']:>5} {row['model']}: {text}", highlight=False)
-
-    def note(text: str) -> None:
-        err.print(text, highlight=False, soft_wrap=True)
+    def on_row(row: dict) -> None:
+        err.print(benching.progress_line(row), style="red" if row["error"] else None,
+                  highlight=False, markup=False)  # fmt: skip
 
     try:
-        rows = benching.run_bench(names, setting, modes, out_dir, on_row=progress, on_note=note)
-    except KeyboardInterrupt:
-        err.print(
-            "[red]Interrupted: the rows measured so far are in the bench files; rows not "
-            "reached are unchanged.[/red]"
+        rows = benching.run_bench(
+            names, setting, out_dir, on_row=on_row, on_note=say_err, on_warning=warn
         )
+    except KeyboardInterrupt:
+        err.print("[red]Interrupted: the rows measured so far are in the bench files; rows not "
+                  "reached are unchanged.[/red]")  # fmt: skip
         raise typer.Exit(130) from None
-    out.print(benching.result_table(rows, f"zoo bench ({precision.label})", width=out.width))
+    out.print(benching.result_table(rows, width=out.width))
 
 
 # ----------------------------------------------------------------------------- weights, export
 
 
-def rescored_verdict(rescored) -> str:
-    """One line: did scoring the published weights again give the published metrics?"""
-    key, published = rescored.weights.headline()
-    now = rescored.metrics.get(key)
-    worst = max(rescored.differences.values(), default=0.0)
-    what = f"test {key} {now:.4f}, published {published:.4f}"
-    if rescored.exact:
-        return f"Reproduced exactly: {what} (every score of {len(rescored.differences)} equal)."
-    setting = rescored.weights.evaluation
-    return (
-        f"Not exactly the published scores: {what}, largest difference {worst:.2g}; published on "
-        f"torch {setting.get('torch')} ({setting.get('device')}, batch {setting.get('batch_size')}"
-        f"), this is torch {rescored.evaluation['torch']} ({rescored.evaluation['device']}, batch "
-        f"{rescored.evaluation['batch_size']})."
-    )
-
-
-class DefaultListGroup(typer.core.TyperGroup):
-    """A group whose `list` subcommand may go unnamed: `zoo weights [PATTERN] [--format csv]` is
-    `zoo weights list ...`, while `zoo weights publish RUN_DIR` is its own subcommand."""
-
-    def parse_args(self, context, args):
-        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
-            args = ["list", *args]
-        return super().parse_args(context, args)
+class WeightsGroup(DefaultCommandGroup):
+    default = "list"
 
 
 weights_app = typer.Typer(
-    cls=DefaultListGroup,
+    cls=WeightsGroup,
     rich_markup_mode=None,
     help="zoo's published weights: list them (`zoo weights [PATTERN]`), or publish a run's.",
 )
@@ -845,10 +619,7 @@ app.add_typer(weights_app, name="weights")
 @weights_app.command("list")
 @user_errors
 def weights_list(
-    pattern: Annotated[
-        str,
-        typer.Argument(help="Shell-style model filter, e.g. 'unet*'; plain words match anywhere."),
-    ] = "*",
+    pattern: PatternArgument = "*",
     all_versions: Annotated[
         bool, typer.Option("--all-versions", help="Every version, not only the newest.")
     ] = False,
@@ -858,22 +629,13 @@ def weights_list(
     size and dtype (or "train to get weights"), and the recipe that trained them."""
     from zoo.weights import list_weights, published_root
 
-    if not any(char in pattern for char in "*?["):
-        pattern = f"*{pattern}*"
-    rows = tables.weights_rows(list_weights(pattern, all_versions=all_versions))
+    rows = tables.weights_rows(list_weights(anywhere(pattern), all_versions=all_versions))
     if format is not RowFormat.table:
-        print_rows(rows, format, None)
-    elif not rows:
-        out.print(f"No published weights match {pattern!r} (in {published_root()}).")
-    else:
-        for part in tables.weights_tables(rows, width=out.width):
-            out.print(part)
-
-
-class StorageDtype(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    float16 = "float16"
+        return print_rows(rows, format, None)
+    if not rows:
+        out.print(f"No published weights match {anywhere(pattern)!r} (in {published_root()}).")
+    for part in tables.weights_tables(rows, width=out.width) if rows else []:
+        out.print(part)
 
 
 @weights_app.command("publish")
@@ -899,33 +661,13 @@ def weights_publish(
     """Publish a run's best checkpoint as the next version of its model's weights: scored on the
     test split (CPU, fp32), written with its metadata, and added to the changelog. An existing
     version is never replaced."""
-    from zoo.publish import publish
-
-    def progress(text: str) -> None:
-        err.print(text, highlight=False, soft_wrap=True)
+    from zoo.publish import publish, published_line
 
     found = publish(
-        run_dir, note, dtype=dtype.value, with_file=file, root=to, on_progress=progress,
-        data_dir=str(data_dir) if data_dir else None,
+        run_dir, note, dtype=dtype.value, with_file=file, root=to, on_progress=say_err,
+        data_dir=text_or_none(data_dir),
     )  # fmt: skip
-    key, score = found.headline()
-    stored = (
-        f"{found.dtype}, {found.file_size / 1e6:.1f} MB, sha256 {found.sha256[:12]}..."
-        if found.file
-        else "listed without a weights file"
-    )
-    out.print(
-        f"Published {found.ref} ({found.dataset}): test {key} {score:.4f}, {stored} -> "
-        f"{found.folder}",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-    pt2 = "pt2"
-    hub = "hub"
+    say(published_line(found))
 
 
 @app.command("export")
@@ -937,7 +679,7 @@ def export_(
         typer.Option(help="onnx, pt2 (torch.export: C++, mobile) or hub (Hugging Face folder)."),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the export goes to.")],
-    checkpoint: SourceCheckpointOption = None,
+    checkpoint: CheckpointOption = None,
     push: Annotated[
         str | None,
         typer.Option(help="With --format hub: upload the folder to this Hub repo (needs a token)."),
@@ -947,10 +689,8 @@ def export_(
     torch.export program (.pt2), or a folder the Hugging Face Hub takes as it is."""
     from zoo.export import export
 
-    err.print(f"Exporting {source} as {format.value}...", highlight=False)
-    done = export(
-        source, format.value, out_dir,
-        checkpoint=f"{checkpoint.value}.safetensors" if checkpoint else None, push_to=push,
-    )  # fmt: skip
+    say_err(f"Exporting {source} as {format.value}...")
+    done = export(source, format.value, out_dir, checkpoint=checkpoint_file(checkpoint),
+                  push_to=push)  # fmt: skip
     for line in done.lines:
-        out.print(line, highlight=False, soft_wrap=True)
+        say(line)

@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.config import TRACKING_FIELDS, TrainConfig, to_flags
+from zoo.config import TRACKING_FIELDS, Task, TrainConfig, option, plain_choices, to_flags
 from zoo.errors import ZooError
 from zoo.results import METRIC_LABELS, TASK_METRICS, RunRecord, load_runs
 
@@ -28,6 +28,27 @@ NOT_RECIPE = (
     *TRACKING_FIELDS,
 )  # fmt: skip
 COLUMNS = ("model", "recipe", "n", "params", "train_img_s", "bench_img_s", "latency_ms", "mfu")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which runs `zoo compare` compares, and in what order; each field is one of its options."""
+
+    task: str | None = option(None, "Only this task.", choices=Task)
+    dataset: str | None = option(None, "Only this dataset.")
+    model: str | None = option(None, "Only models matching this pattern.")
+    sort: str | None = option(
+        None,
+        "model, n, params, train_img_s, bench_img_s, latency_ms, mfu, val or test (default: test "
+        "score, best first).",
+    )
+    baseline: str | None = option(
+        None, "Show each row's difference to this model (Welch's t-test)."
+    )
+    trials: bool = option(True, "Include sweep trials (tagged runs).")
+
+    def __post_init__(self) -> None:
+        plain_choices(self)
 
 
 @dataclass

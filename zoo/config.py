@@ -1,7 +1,8 @@
 """The training recipe: one frozen dataclass, one line per field.
 
-`zoo train` has one option per field, with the field's name and help (`cli.config_options` builds
-them from this class), so the two cannot drift apart. Constructing a config only checks values; the
+`zoo train` has one option per field, with the field's name and help (`config_options` builds
+them from this class, and the options of bench, sweep and compare from theirs), so the two
+cannot drift apart. Constructing a config only checks values; the
 model's defaults (dataset, batch sizes) are filled in by `resolve`, which returns a new config.
 
 The command-line spelling of a recipe lives here once: `to_flags` writes values as `zoo train`
@@ -17,6 +18,11 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 
 from zoo.errors import ZooError
+
+
+class Task(str, Enum):
+    classification = "classification"
+    segmentation = "segmentation"
 
 
 class Optimizer(str, Enum):
@@ -50,9 +56,25 @@ RENAMED_FIELDS = {"skip_bad": "skip_bad_samples", "pretrained": "imagenet"}
 TRACKING_FIELDS = ("logger", "log_weights")
 
 
-def option(default, help: str):
-    """A field with a default and the help text of its `zoo train` option."""
-    return field(default=default, metadata={"help": help})
+def option(default, help: str, **limits):
+    """A field with a default and the help text of its command-line option; `limits` go to the
+    option as they are (`min=1`; `choices=AnEnum` for a field that holds the enum's value)."""
+    return field(default=default, metadata={"help": help, **limits})
+
+
+def plain_choices(options) -> None:
+    """In a frozen dataclass of options, each `choices` field's value becomes its enum's plain
+    string (the enum or its string given; JSON and f-strings then read the same), or a ZooError
+    naming the choices."""
+    for each in fields(options):
+        kind, value = each.metadata.get("choices"), getattr(options, each.name)
+        if kind is None or value is None:
+            continue
+        try:
+            object.__setattr__(options, each.name, kind(value).value)
+        except ValueError:
+            valid = ", ".join(member.value for member in kind)
+            raise ZooError(f"Unknown {flag(each.name)} {value!r}; choose one of {valid}.") from None
 
 
 @dataclass(frozen=True)
@@ -281,6 +303,24 @@ def to_flags(
     return argv
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` -> [0, 1, 2]: distinct integers, or a ZooError saying what to type."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ZooError(f"--seeds takes comma-separated integers (0,1,2), got {text!r}.") from None
+    if not values or len(set(values)) != len(values):
+        raise ZooError(f"--seeds needs distinct seeds, e.g. 0,1,2; got {text!r}.")
+    return values
+
+
+def recipe_yaml(config: TrainConfig) -> str:
+    """The recipe as `--print-config` prints it and `--config` reads it back."""
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 RECORD_SCHEMA_VERSIONS = (1, 2)  # the run records' config.json that `read_recipe` reads
 
 
@@ -363,3 +403,62 @@ REPEATABLE_FIELDS = tuple(
     for name, hint in typing.get_type_hints(TrainConfig).items()
     if typing.get_origin(hint) is tuple
 )
+
+
+def config_options(
+    command=None, *, config=TrainConfig, into: str | None = None, searchable: bool = False
+):
+    """Give a Typer command one option per field of the dataclass `config` (TrainConfig: all
+    but `model`), named as the field, with its type, default and help (so `zoo train --lr` is
+    `TrainConfig.lr`); a field's other metadata (`min`, `choices`: an enum) goes to the option.
+    The command receives them as keyword arguments of the same names, or with `into` as one
+    keyword argument of that name holding `config(**them)`.
+
+    `searchable=True` (zoo sweep) makes each option text that may also hold a range or choices,
+    None when not given."""
+    import functools
+    import inspect
+
+    import typer
+
+    if command is None:
+        return functools.partial(config_options, config=config, into=into, searchable=searchable)
+    hints = typing.get_type_hints(config)
+    own_hints = typing.get_type_hints(command, include_extras=True)  # Annotated[...] kept
+    parameters = [
+        parameter.replace(annotation=own_hints.get(parameter.name, parameter.annotation))
+        for parameter in inspect.signature(command).parameters.values()
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD and parameter.name != into
+    ]
+    for each in fields(config):
+        if config is TrainConfig and each.name == "model":  # `zoo train MODEL`: an argument
+            continue
+        kind, default, help = hints[each.name], each.default, each.metadata["help"]
+        limits = {key: value for key, value in each.metadata.items() if key != "help"}
+        if typing.get_origin(kind) is tuple:  # repeatable: --logger tensorboard --logger mlflow
+            kind, default = list[str], list(default)
+            limits.setdefault("metavar", "<name>")
+        if choices := limits.pop("choices", None):
+            kind = choices if default is not None else choices | None
+            default = choices(default) if default is not None else None
+        if searchable:
+            kind, default = str | None, None
+            help += " A value, a range low:high[:log], or choices a,b,c."
+        option = typer.Option(help=help, **limits)
+        parameters.append(
+            inspect.Parameter(
+                each.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=typing.Annotated[kind, option],
+            )
+        )
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        if into is not None:
+            kwargs[into] = config(**{each.name: kwargs.pop(each.name) for each in fields(config)})
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(parameters)
+    return wrapper

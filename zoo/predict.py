@@ -7,6 +7,7 @@ reported and the others are still processed.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from zoo.data.images import fit_square, read_image
 from zoo.data.splits import normalize
 from zoo.errors import ZooError
 from zoo.progress import phase
+from zoo.results import atomic_write_bytes
 from zoo.weights import load_source
 
 OVERLAY_ALPHA = 0.5  # share of the mask colour in the overlay
@@ -31,6 +33,18 @@ class Prediction:
     top_classes: list[tuple[str, float]] = field(default_factory=list)  # classification
     mask: Path | None = None  # segmentation: colour-coded class map
     overlay: Path | None = None  # segmentation: photo blended with the mask
+
+    def __str__(self) -> str:
+        if self.mask is not None:
+            return f"{self.image}: {self.mask}, {self.overlay}"
+        return f"{self.image}: " + ", ".join(f"{name} {p:.3f}" for name, p in self.top_classes)
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    """`array` as a PNG at `path`, written to a temporary name and renamed into place."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def to_input(image: Image.Image, info: DatasetInfo, device: torch.device) -> torch.Tensor:
@@ -73,8 +87,8 @@ def predict_image(
         out_dir / f"{path.stem}_mask.png",
         out_dir / f"{path.stem}_overlay.png",
     )
-    Image.fromarray(colours).save(mask_path)
-    Image.fromarray(overlay.round().astype(np.uint8)).save(overlay_path)
+    save_png(colours, mask_path)
+    save_png(overlay.round().astype(np.uint8), overlay_path)
     return Prediction(path, mask=mask_path, overlay=overlay_path)
 
 

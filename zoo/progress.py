@@ -112,3 +112,21 @@ def counted(done: int, unit: str) -> str:
     if unit == "bytes":
         return f"{done / 1e6:,.1f} MB, "
     return f"{done:,} {unit}, "
+
+
+def show_warnings(console: Console) -> None:
+    """Show each ZooWarning as one `Warning: ...` line on `console`; other warnings keep
+    Python's format."""
+    import warnings
+
+    from zoo.errors import ZooWarning
+
+    python_format = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, ZooWarning):
+            console.print(f"[yellow]Warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+        else:
+            python_format(message, category, *args, **kwargs)
+
+    warnings.showwarning = show

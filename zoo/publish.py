@@ -278,6 +278,18 @@ def publish(
     return write_version(root, facts, tensors if with_file else None)
 
 
+def published_line(found: Weights) -> str:
+    """What `zoo weights publish` says it did."""
+    key, score = found.headline()
+    stored = (
+        f"{found.dtype}, {found.file_size / 1e6:.1f} MB, sha256 {found.sha256[:12]}..."
+        if found.file
+        else "listed without a weights file"
+    )
+    what = f"{found.ref} ({found.dataset}): test {key} {score:.4f}"
+    return f"Published {what}, {stored} -> {found.folder}"
+
+
 def copy_with(model: torch.nn.Module, record, tensors: dict) -> torch.nn.Module:
     """A copy of `model` holding `tensors` (float16 ones loaded into float32 parameters)."""
     from zoo.registry import create_model
@@ -395,6 +407,20 @@ class Rescored:
         """Whether this evaluation ran as the published one did (device, torch version...)."""
         keys = ("device", "precision", "batch_size", "channels_last", "torch", "threads")
         return all(self.evaluation.get(k) == self.weights.evaluation.get(k) for k in keys)
+
+    def verdict(self) -> str:
+        """One sentence: did scoring the published weights again give the published metrics?"""
+        key, published = self.weights.headline()
+        what = f"test {key} {self.metrics.get(key):.4f}, published {published:.4f}"
+        if self.exact:
+            return f"Reproduced exactly: {what} (every score of {len(self.differences)} equal)."
+        worst = max(self.differences.values(), default=0.0)
+        then, now = self.weights.evaluation, self.evaluation
+        return (
+            f"Not exactly the published scores: {what}, largest difference {worst:.2g}; published "
+            f"on torch {then.get('torch')} ({then.get('device')}, batch {then.get('batch_size')}), "
+            f"this is torch {now['torch']} ({now['device']}, batch {now['batch_size']})."
+        )
 
 
 @contextlib.contextmanager

@@ -229,6 +229,25 @@ def resume_run(
     return run(record, setup, [ResumeFrom(state), *callbacks], console, ranks)
 
 
+def train_or_resume(
+    model: str | None, resume: Path | None, options: dict, given: dict, console: Console
+) -> tuple[results.RunRecord, bool]:
+    """What `zoo train` runs in this process (one of a torchrun job's, or the only one): a new
+    run of `model` with `options`, or the run folder `resume` with the `given` changes. Returns
+    the record and whether this process is rank 0 (the one that reports)."""
+    ranks = Ranks.from_environment(resolve_device(options["device"]).type)
+    try:
+        if resume is not None:
+            changes = given | ({"model": model} if model is not None else {})
+            record = resume_run(resume, changes=changes, console=console, ranks=ranks)
+        else:
+            config = TrainConfig(model=model, **options)
+            record = train_run(config, console=console, ranks=ranks)
+    finally:
+        ranks.shutdown()
+    return record, ranks.is_main
+
+
 def resumed_config(record: results.RunRecord, changes: dict) -> TrainConfig:
     """The run's recipe with the allowed `changes`; a sentence naming any other difference."""
     config = record.config

@@ -4,7 +4,7 @@ callbacks, in a study that any number of processes or machines can share.
     parse_space       `--lr 1e-4:1e-2:log --batch-size 64,128 --epochs 10` -> searched + fixed
     open_study        an Optuna study in an RDB storage (SQLite file by default), checked
     run_sweep         N trials in this process (or --workers N processes), Ctrl-C-safe
-    show_study        the trials table, the best trial as a `zoo train` command, Optuna's figures
+    report_study      the trials table, the best trial as a `zoo train` command, Optuna's figures
 
 Everything a user can get wrong (an unknown or empty range, values a recipe cannot take, a
 storage that cannot be reached, a study of another model) is refused before any trial runs.
@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from zoo.config import TRACKING_FIELDS, TrainConfig, field_types, flag, parse_value, to_flags
+from zoo.config import (
+    TRACKING_FIELDS,
+    TrainConfig,
+    field_types,
+    flag,
+    option,
+    parse_value,
+    plain_choices,
+    to_flags,
+)
 from zoo.errors import ZooError
 
 
@@ -69,6 +78,34 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Search:
+    """How `zoo sweep` searches: its own options (the recipe's are TrainConfig's)."""
+
+    trials: int = option(20, "Finished trials the study should have.")
+    space: Path | None = option(None, "JSON/YAML file: option -> range or choices.")
+    sampler: str = option("tpe", "grid searches choices only.", choices=Sampler)
+    pruner: str = option("median", "Pruning rule.", choices=Pruner)
+    metric: str | None = option(
+        None, "Validation column to optimise; default: the task's (val_accuracy)."
+    )
+    study: str | None = option(None, "Study name; an existing one is joined. Default MODEL-DATA.")
+    storage: str | None = option(
+        None, "SQLAlchemy URL; default: sqlite file under OUT/sweeps/STUDY/."
+    )
+    workers: int = option(1, "Worker processes on this machine.")
+
+    def __post_init__(self) -> None:
+        plain_choices(self)
+
+    def spec(self, model: str, options: dict) -> SweepSpec:
+        """The sweep of `model` over `options` (values, ranges, choices), parsed and checked."""
+        return make_spec(
+            model, options, space_file=self.space, trials=self.trials, sampler=self.sampler,
+            pruner=self.pruner, metric=self.metric, study=self.study, storage=self.storage,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A sweep, fully parsed and checked: plain values, so it can go to worker processes."""
 
@@ -86,6 +123,15 @@ class SweepSpec:
     @property
     def folder(self) -> Path:
         return study_folder(self.base.out, self.study)
+
+    def describe(self) -> str:
+        """What `zoo sweep` says it is about to do."""
+        return (
+            f"Sweep {self.study} ({self.storage}): {self.trials} trials of {self.base.model} on "
+            f"{self.base.dataset}, {self.sampler} sampler, {self.pruner} pruning, "
+            f"{self.direction} {self.metric}; searching "
+            + ", ".join(f"{p.name} {p.text()}" for p in self.params)
+        )
 
     def user_attrs(self) -> dict:
         """What a study remembers of the sweep that created it, checked when it is joined."""
@@ -576,3 +622,27 @@ def write_figures(study, folder: Path) -> list[Path]:
 def best_value(study) -> float | None:
     completed = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     return study.best_value if completed else None
+
+
+@dataclass
+class StudyReport:
+    """What `zoo sweep show` prints: the trials' table, then lines (the best trial as a `zoo
+    train` command, the figures written)."""
+
+    title: str
+    rows: list[dict]
+    lines: list[str]
+
+
+def report_study(name: str, storage: str | None, out: str | Path) -> StudyReport:
+    """The study `name` (default storage: its SQLite file under `out`), its figures written."""
+    storage = storage or f"sqlite:///{study_folder(out, name) / 'study.db'}"
+    found = load_study(name, storage)
+    metric = found.user_attrs.get("metric")
+    title = f"study {name}: {metric} ({found.direction.name})"
+    if best_value(found) is None:
+        return StudyReport(title, trial_rows(found), ["No trial has completed yet."])
+    best = found.best_trial
+    figures = write_figures(found, study_folder(out, name) / "figures")
+    lines = [f"Best: trial {best.number}, {metric} {best.value:.4f}", train_command(found, best)]
+    return StudyReport(title, trial_rows(found), lines + [f"Figure: {path}" for path in figures])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 from rich.table import Table
 from rich.text import Text
@@ -117,6 +118,29 @@ def metrics_table(record) -> Table:
         "[bold]overall", *(format_score(record.score(s, k), 4) for s in splits for k in overall)
     )
     return table
+
+
+def model_summary(name: str, batch_size: int = 1, input_size: int | None = None, depth: int = 3):
+    """torchinfo's layer table of model `name` (output shapes, parameters, mult-adds, memory) on
+    its dataset's input, 80 columns wide, its units spelt as torchinfo means them ("M")."""
+    import torchinfo
+    from torchinfo.enums import Units
+
+    from zoo.data import get_dataset_info
+    from zoo.registry import create_model, get_model_entry
+
+    info = get_dataset_info(get_model_entry(name).dataset)
+    height, width = (input_size, input_size) if input_size else info.image_size
+    stats = torchinfo.summary(
+        create_model(name),
+        input_size=(batch_size, info.in_chans, height, width),
+        col_names=("output_size", "num_params"),
+        col_width=20,  # the layer column's 40 + 2 x 20 = 80
+        depth=depth,
+        verbose=0,
+    )
+    # torchinfo formats its str enum with f"{unit}", which Python 3.11+ spells Units.MEGABYTES
+    return re.sub(r"Units\.([A-Z]+)", lambda match: Units[match[1]].value, str(stats))
 
 
 def study_table(rows: list[dict], title: str) -> Table:
