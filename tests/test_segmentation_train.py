@@ -98,6 +98,11 @@ def test_the_curves_of_a_segmentation_run_add_a_val_mean_iou_panel():
     titles = [ax.get_title() for ax in segmentation.axes]
     assert len(classification.axes) == 2
     assert titles == ["loss: train vs val", "accuracy: train vs val", "mean_iou: val"]
+    rows = [{**row, "epoch": n, "val_accuracy": 0.6} for n in range(1, 21)]
+    for ax in plot_curves(rows).axes:  # epochs are whole numbers: no tick at 2.5
+        ax.figure.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert len(ticks) >= 3 and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_a_bad_sample_stops_the_run_or_is_skipped_and_listed(facade_root, tmp_path):
