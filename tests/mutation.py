@@ -52,7 +52,10 @@ TARGETS = {
     "bench-summary": Target(
         "zoo/bench.py",
         ("x_summarize", "x_percentile"),
-        ("tests/test_bench_stats.py", "tests/test_bench.py::test_throughput_is_sustained_and_latency_per_iteration"),
+        (
+            "tests/test_bench_stats.py",
+            "tests/test_bench.py::test_throughput_is_sustained_and_latency_per_iteration",
+        ),
     ),
     "checkpoint": Target(
         "zoo/checkpoint.py", ("*",), ("tests/test_engine.py", "tests/test_resume.py")
