@@ -52,7 +52,10 @@ TARGETS = {
     "bench-summary": Target(
         "zoo/bench.py",
         ("x_summarize", "x_percentile"),
-        ("tests/test_bench_stats.py", "tests/test_bench.py::test_throughput_is_sustained"),
+        (
+            "tests/test_bench_stats.py",
+            "tests/test_bench.py::test_throughput_is_sustained_and_latency_per_iteration",
+        ),
     ),
     "checkpoint": Target(
         "zoo/checkpoint.py", ("*",), ("tests/test_engine.py", "tests/test_resume.py")
@@ -60,7 +63,21 @@ TARGETS = {
     "compare-statistics": Target(
         "zoo/compare.py",
         ("xǁRowǁvalues", "xǁRowǁmean", "xǁRowǁstd", "xǁRowǁper_class", "xǁRowǁversus_baseline"),
-        ("tests/test_compare.py",),
+        # the tests that check these statistics' values (the rest of test_compare.py renders
+        # them, and one trains: minutes, for no more coverage of these functions)
+        tuple(
+            f"tests/test_compare.py::test_{name}"
+            for name in (
+                "runs_differing_in_seed_are_one_row_with_mean_std_and_n",
+                "baseline_rows_show_the_difference_and_welchs_p_value",
+                "the_outputs_carry_per_class_scores_with_class_names",
+                "a_difference_exceeds_the_seed_spread_only_above_the_larger_spread",
+                "the_spread_of_a_single_run_row_is_the_other_rows",
+                "mean_and_std_are_over_the_runs_that_have_the_score",
+                "versus_baseline_needs_another_row_with_scores_on_both_sides",
+                "per_class_is_the_mean_over_the_runs_that_have_the_class",
+            )
+        ),
     ),
     "splits": Target("zoo/data/splits.py", ("*",), ("tests/test_data.py",)),
     "sweep-objective": Target(
@@ -71,7 +88,20 @@ TARGETS = {
     "optimizer-schedule": Target(
         "zoo/train.py",
         ("x_build_optimizer", "x_build_scheduler"),
-        ("tests/test_train.py", "tests/test_engine.py", "tests/test_resume.py"),
+        # the tests that step an optimizer and a schedule built by these functions on known
+        # gradients (test_train.py, test_engine.py and test_resume.py reach them by training)
+        tuple(
+            f"tests/test_train_options.py::test_{name}"
+            for name in (
+                "sgd_is_nesterov_with_momentum_0_9",
+                "adamw_decays_the_weights_apart_from_the_gradient",
+                "adam_takes_a_normalised_step",
+                "cosine_falls_from_the_peak_to_zero_with_no_warm_up",
+                "onecycle_warms_up_for_30_percent_then_anneals",
+                "none_keeps_the_learning_rate",
+                "a_schedule_over_zero_steps_is_refused",
+            )
+        ),
     ),
 }
 

@@ -252,7 +252,7 @@ def test_train_with_seeds_makes_one_run_per_seed_that_compare_groups(tiny_root, 
 class Scored:
     """A run as Row.values reads it: a test accuracy and nothing else."""
 
-    def __init__(self, accuracy: float):
+    def __init__(self, accuracy: float | None):
         self.test = {"accuracy": accuracy}
 
     def score(self, split: str, name: str):
@@ -291,6 +291,49 @@ def test_the_spread_of_a_single_run_row_is_the_other_rows():
     assert inside["exceeds_spread"] is False
     lone = row_of(0.95, baseline=row_of(0.90)).versus_baseline()  # no spread on either side
     assert lone["spread"] is None and lone["exceeds_spread"] is False and lone["p_value"] is None
+
+
+def test_mean_and_std_are_over_the_runs_that_have_the_score():
+    row = row_of(0.90, None, 0.96)  # a run without a test accuracy counts in neither
+    assert row.values("test", "accuracy") == [0.90, 0.96]
+    assert row.mean("test", "accuracy") == pytest.approx(0.93)
+    assert row.std("test", "accuracy") == pytest.approx(statistics.stdev([0.90, 0.96]))
+    assert row.mean("val", "accuracy") is None and row.std("val", "accuracy") is None
+    assert row_of(0.90, None).mean("test", "accuracy") == pytest.approx(0.90)
+    assert row_of(0.90, None).std("test", "accuracy") is None, "no spread from one value"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy on two constant samples
+def test_versus_baseline_needs_another_row_with_scores_on_both_sides():
+    row = row_of(0.90, 0.92)
+    assert row.versus_baseline() is None, "no baseline"
+    row.baseline = row
+    assert row.versus_baseline() is None, "the baseline row itself"
+    assert row_of(0.90, baseline=row_of(None)).versus_baseline() is None
+    assert row_of(None, baseline=row_of(0.90)).versus_baseline() is None
+    # Welch's p-value of two constant rows is NaN: reported as none, not as a number
+    same = row_of(0.90, 0.90, baseline=row_of(0.90, 0.90)).versus_baseline()
+    assert same["p_value"] is None and same["difference"] == 0.0
+    assert same["spread"] == 0.0 and same["exceeds_spread"] is False
+
+
+class ClassScored:
+    """A run as Row.per_class reads it: per-class test APs for some of its classes."""
+
+    class_names = ["cat", "dog", "eel"]
+
+    def __init__(self, **ap):
+        self.ap = ap
+
+    def per_class(self, split: str, name: str) -> dict:
+        return self.ap if (split, name) == ("test", "ap") else {}
+
+
+def test_per_class_is_the_mean_over_the_runs_that_have_the_class():
+    runs = [ClassScored(cat=0.5, dog=0.25), ClassScored(cat=0.75, dog=None), ClassScored(cat=1.0)]
+    row = comparing.Row("d", "classification", "m", "defaults", runs)
+    assert row.per_class("test", "ap") == {"cat": 0.75, "dog": 0.25, "eel": None}
+    assert row.per_class("val", "ap") == dict.fromkeys(["cat", "dog", "eel"])
 
 
 def test_a_wrapping_column_keeps_a_figure_and_its_unit_together():
