@@ -48,6 +48,7 @@ def plot_curves(history: list[dict], metric: str = "accuracy") -> Figure:
             values = [row[f"{split}_{key}"] for row in history]
             ax.plot(epochs, values, "o-", label=split, ms=3, color=SPLIT_COLOURS[split])
         ax.set(xlabel="epoch", ylabel=key, title=f"{key}: {' vs '.join(splits)}")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no epoch 2.5
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
