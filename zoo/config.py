@@ -37,6 +37,12 @@ class Schedule(str, Enum):
     none = "none"
 
 
+class DataMode(str, Enum):
+    auto = "auto"
+    memory = "memory"
+    stream = "stream"
+
+
 class AmpDtype(str, Enum):
     float16 = "float16"
     bfloat16 = "bfloat16"
@@ -119,6 +125,15 @@ class TrainConfig:
     skip_bad_samples: bool = option(
         False, "Leave out unusable image/mask files (listed in the run record) instead of stopping."
     )
+    data_mode: DataMode = option(
+        DataMode.auto,
+        "imagefolder: decode every image into memory once, or stream the files (decoded in "
+        "worker processes each epoch); auto streams when the decoded images would take more "
+        "than half the available memory.",
+    )
+    data_workers: int | None = option(
+        None, "--data-mode stream: decoding processes; default: the CPU cores less one, at most 8."
+    )
     sync_bn: bool = option(False, "Multi-process runs: synchronise BatchNorm statistics.")
     data_dir: str | None = option(None, "Data root; default: $ZOO_DATA, else ~/.cache/zoo/data.")
     out: str = option("results", "Where run folders go: OUT/<dataset>/<model>/<run-id>/.")
@@ -137,6 +152,7 @@ class TrainConfig:
             ("optimizer", Optimizer),
             ("schedule", Schedule),
             ("amp_dtype", AmpDtype),
+            ("data_mode", DataMode),
         ):
             value = getattr(self, name)
             try:
@@ -186,6 +202,10 @@ class TrainConfig:
             (
                 self.crop_size is None or self.crop_size >= 1,
                 f"--crop-size must be at least 1, got {self.crop_size}.",
+            ),
+            (
+                self.data_workers is None or self.data_workers >= 0,
+                f"--data-workers must be 0 or more, got {self.data_workers}.",
             ),
             (
                 0 <= self.label_smoothing < 1,

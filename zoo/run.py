@@ -41,9 +41,10 @@ from zoo.registry import create_model, get_model_entry
 from zoo.runtime import Precision, place_model, resolve_device, resolve_precision
 from zoo.train import Callback, Loop, fit
 
-# The fields `--resume` may be given with other values than the run's: where the data is.
-# `epochs` may grow (to train longer); every other field is the recipe and must stay.
-RESUME_FREE_FIELDS = ("data_dir", *TRACKING_FIELDS)
+# The fields `--resume` may be given with other values than the run's: where the data is, how
+# many processes decode it, and where the run is also logged. `epochs` may grow (to train
+# longer); every other field is the recipe and must stay.
+RESUME_FREE_FIELDS = ("data_dir", "data_workers", *TRACKING_FIELDS)
 
 
 @dataclass
@@ -114,6 +115,7 @@ def prepare(config: TrainConfig, task: str, console: Console, ranks: Ranks) -> S
             limit_train=config.limit_train,
             skip_bad=config.skip_bad_samples,
             options=run_data_options(config),
+            workers=config.data_workers,
         )
         check_recipe(config, data, task, device, ranks)
         if data.info.crop_pct is not None and config.img_size is None:  # recorded, for eval
@@ -170,6 +172,7 @@ def train_run(
             "mean": list(info.mean),
             "std": list(info.std),
             "normalisation": info.normalisation,
+            "data_mode": setup.data.mode,
         },
         skipped_samples=list(setup.data.skipped),
         tags=dict(tags or {}),

@@ -50,6 +50,18 @@ class Arrays:
     skipped: tuple[str, ...] = ()  # bad source files left out (skip_bad), a sentence each
 
 
+@dataclass
+class Files:
+    """One split as a streaming loader returns it: the files to decode, one sample each, as
+    uint8 (in_chans, side, side) (`images.read_square`), and their class ids."""
+
+    paths: np.ndarray  # str, one path per sample
+    targets: np.ndarray
+    side: int
+    in_chans: int
+    skipped: tuple[str, ...] = ()  # bad source files left out (skip_bad), a sentence each
+
+
 def register_dataset(info: DatasetInfo):
     """Decorator: register `load(root: Path, download: bool) -> dict[str, Arrays]` for `info.name`.
 
@@ -80,6 +92,11 @@ def get_dataset(name: str, **options) -> Entry:
             f"--img-size is for imagefolder:PATH datasets, and {name} has its own sample size; "
             "drop --img-size."
         )
+    if options.get("data_mode") == "stream" and "data_mode" not in taken:
+        raise ZooError(
+            f"--data-mode stream is for imagefolder:PATH datasets, and {name} is held in memory; "
+            "drop --data-mode, or write its images out as a folder per class."
+        )
     if resolver is None or not options:
         return DATASETS.get(name)
     return resolver(name, **{key: value for key, value in options.items() if key in taken})
@@ -88,7 +105,8 @@ def get_dataset(name: str, **options) -> Entry:
 def run_data_options(config) -> dict:
     """What a recipe (a TrainConfig) asks of a folder dataset: the sample side, 3 channels for
     the models that start from ImageNet (timm/ and smp/ ones, with a `pretrained` parameter),
-    ImageNet's mean and std with --imagenet, the split and whether to skip bad files. Training,
+    ImageNet's mean and std with --imagenet, the split, whether to skip bad files and
+    whether to stream them (--data-mode). Training,
     `zoo eval`, `predict` and `explain` pass the same options, so they see the same samples."""
     factory = MODELS.get(config.model).factory
     return {
@@ -98,6 +116,7 @@ def run_data_options(config) -> dict:
         "val_fraction": config.val_fraction,
         "split_seed": config.split_seed,
         "skip_bad": config.skip_bad_samples,
+        "data_mode": getattr(config.data_mode, "value", config.data_mode),
     }
 
 

@@ -13,13 +13,21 @@ shorter side resized to side / 0.875, then a centre crop. They are decoded once,
 `images.read_square` (the per-file decode a streaming loader can reuse), into uint8 arrays
 cached in zoo's cache folder, never in PATH. Channels: 1 when every training image is grey,
 else 3; always 3 for timm/ and smp/ models. Mean and std: measured on the training split, or
-ImageNet's with `--imagenet`. docs/data.md says all of this for users.
+ImageNet's with `--imagenet`.
+
+`--data-mode stream` (or auto, when the decoded images would take more than MEMORY_SHARE of
+the available memory) decodes nothing up front but a check: every file is decoded once to
+find the bad ones, the grey ones and the training split's pixel sums, and only that index is
+cached; the splits are then `Files`, read batch by batch (zoo/data/streaming.py) with the same
+per-file decode, so the samples and the statistics are those of the in-memory path. docs/data.md
+says all of this for users.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import statistics
 from pathlib import Path
 
@@ -27,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from zoo.data import pairs
-from zoo.data.base import Arrays, DatasetInfo
+from zoo.data.base import Arrays, DatasetInfo, Files
 from zoo.data.images import DEFAULT_CROP_PCT, BadImage, is_grey, read_square
 from zoo.errors import ZooError
 from zoo.progress import phase
@@ -38,6 +46,8 @@ DEFAULT_SIDE_RANGE = (8, 64)  # the default --img-size: the median shorter side,
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.IMAGENET_DEFAULT_MEAN / _STD
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODED_KEYS = ("images", "targets", "grey", "names", "skipped")
+INDEX_KEYS = ("targets", "grey", "names", "skipped", "sums", "squares")  # stream mode's cache
+MEMORY_SHARE = 0.5  # auto streams when the decoded images would take more of the free memory
 
 
 def visible(path: Path, root: Path) -> bool:
@@ -71,6 +81,7 @@ def resolve_imagefolder(
     val_fraction: float = 0.1,
     split_seed: int = 0,
     skip_bad: bool = False,
+    data_mode: str = "auto",
 ) -> Entry:
     """The dataset entry of `imagefolder:PATH` with these options (see `run_data_options`)."""
     path = Path(name.split(":", 1)[1]).expanduser()
@@ -82,7 +93,7 @@ def resolve_imagefolder(
     files = [p for p in sorted(path.rglob("*")) if p.is_file() and visible(p, path)]
     digest = pairs.fingerprint([(f,) for f in files], sorted(p for p in path.rglob("*")))
     options = (img_size, rgb or imagenet_stats, imagenet_stats, val_fraction, split_seed, skip_bad)
-    return _imagefolder_entry(str(path.resolve()), name, digest, *options)
+    return _imagefolder_entry(str(path.resolve()), name, digest, *options, data_mode)
 
 
 @functools.lru_cache(maxsize=4)
@@ -96,9 +107,10 @@ def _imagefolder_entry(
     val_fraction: float,
     split_seed: int,
     skip_bad: bool,
+    data_mode: str,
 ) -> Entry:
     """The entry of one state of the folder (`files_digest` changes with any file in it) and
-    one set of options; it holds the decoded splits."""
+    one set of options; it holds the decoded splits, or the files to stream."""
     path = Path(path_text)
     folders = layout(path)
     first = "all" if "all" in folders else "train"
@@ -117,10 +129,10 @@ def _imagefolder_entry(
     }
     side = img_size or default_side([f for f, _ in samples[first]])
     key = f"imagefolder-{hashlib.sha1(path_text.encode()).hexdigest()[:8]}"
-    decoded = {
-        part: decode_samples(f"{key}-{part}-{side}px", found, side)
-        for part, found in samples.items()
-    }
+    count = sum(len(found) for found in samples.values())
+    stream = choose_data_mode(data_mode, count * 3 * side * side) == "stream"
+    read = index_samples if stream else decode_samples
+    decoded = {part: read(f"{key}-{part}-{side}px", found, side) for part, found in samples.items()}
     for part in decoded.values():
         skipped += part["skipped"].tolist()
     if skipped and not skip_bad:
@@ -128,13 +140,20 @@ def _imagefolder_entry(
     splits = split(path, decoded, val_fraction, split_seed)
     train = splits["train"]
     in_chans = 3 if rgb or not train["grey"].all() else 1
-    arrays = {
-        part: Arrays(found["images"][:, :in_chans], found["targets"])
-        for part, found in splits.items()
-    }
-    mean, std = (
-        (IMAGENET_MEAN, IMAGENET_STD) if imagenet_stats else channel_stats(arrays["train"].images)
-    )
+    if stream:
+        arrays = {
+            part: Files(found["names"], found["targets"], side, in_chans)
+            for part, found in splits.items()
+        }
+        sums = train["sums"][:, :in_chans].sum(0), train["squares"][:, :in_chans].sum(0)
+        pixels = len(train["sums"]) * side * side
+    else:
+        arrays = {
+            part: Arrays(found["images"][:, :in_chans], found["targets"])
+            for part, found in splits.items()
+        }
+        sums, pixels = channel_sums(arrays["train"].images)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet_stats else stats_from_sums(*sums, pixels)
     info = DatasetInfo(
         name=name,
         task="classification",
@@ -150,8 +169,11 @@ def _imagefolder_entry(
     )
 
     def load(root: Path, download: bool = True, skip_bad: bool = False) -> dict[str, Arrays]:
-        # Fresh Arrays around the same arrays: load_dataset wraps them without a copy.
-        found = {part: Arrays(a.images, a.targets) for part, a in arrays.items()}
+        # Fresh splits around the same arrays: load_dataset wraps them without a copy.
+        if stream:
+            found = {part: Files(a.paths, a.targets, side, in_chans) for part, a in arrays.items()}
+        else:
+            found = {part: Arrays(a.images, a.targets) for part, a in arrays.items()}
         return pairs.with_skipped(found, skipped)
 
     return Entry(name, "classification", "", info.description, load, info)
@@ -242,7 +264,7 @@ def split(
     """train/val/test from the split folders, or from one seeded permutation of "all"."""
 
     def take(part: dict, index: np.ndarray) -> dict[str, np.ndarray]:
-        return {key: part[key][index] for key in ("images", "targets", "grey")}
+        return {key: value[index] for key, value in part.items() if key != "skipped"}
 
     if "all" not in decoded and "val" in decoded:
         return {part: take(found, slice(None)) for part, found in decoded.items()}
@@ -264,18 +286,91 @@ def split(
     return splits
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std on the [0, 1] scale, exact, from 256-bin histograms (no float
-    copy of the images)."""
-    levels = np.arange(256) / 255
+def channel_sums(images: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """((per-channel sum of the uint8 values, sum of their squares), pixels per channel): exact
+    integers, from 256-bin histograms (no float copy of the images)."""
+    levels = np.arange(256, dtype=np.int64)
+    counts = [np.bincount(images[:, c].ravel(), minlength=256) for c in range(images.shape[1])]
+    sums = np.array([(n * levels).sum() for n in counts], dtype=np.int64)
+    squares = np.array([(n * levels**2).sum() for n in counts], dtype=np.int64)
+    return (sums, squares), int(images[:, 0].size)
+
+
+def stats_from_sums(
+    sums: np.ndarray, squares: np.ndarray, pixels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the [0, 1] scale, from exact integer sums (the variance's
+    numerator in Python integers), so memory and stream modes get the same floats."""
     means, stds = [], []
-    for channel in range(images.shape[1]):
-        counts = np.bincount(images[:, channel].ravel(), minlength=256)
-        mean = float((counts * levels).sum() / counts.sum())
-        variance = float((counts * (levels - mean) ** 2).sum() / counts.sum())
-        means.append(mean)
+    for total, square in zip(sums.tolist(), squares.tolist(), strict=True):
+        variance = (square * pixels - total * total) / (pixels * pixels * 255 * 255)
+        means.append(total / (pixels * 255))
         stds.append(max(variance**0.5, 1e-3))
     return tuple(means), tuple(stds)
+
+
+def available_memory() -> int:
+    """Bytes the system can still give without swapping (MemAvailable of /proc/meminfo), else
+    the physical memory."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def choose_data_mode(requested: str, decoded_bytes: int) -> str:
+    """The mode, "memory" or "stream": as asked, or (auto) stream when the decoded images would take
+    more than MEMORY_SHARE of the available memory."""
+    if requested != "auto":
+        return requested
+    return "stream" if decoded_bytes > MEMORY_SHARE * available_memory() else "memory"
+
+
+def index_samples(key: str, samples: list[tuple[Path, int]], side: int) -> dict[str, np.ndarray]:
+    """Stream mode's check of every sample, through the cache: each file decoded once, as
+    `decode_samples` does, and only its class id, path, greyness and pixel sums kept (the
+    training split's mean and std derive from them); bad files are listed in "skipped"."""
+    folder = pairs.cache_folder()
+    targets_key = [target for _, target in samples]
+    digest = pairs.fingerprint([(f,) for f, _ in samples], side, DEFAULT_CROP_PCT, targets_key)
+    cache_path = folder / f"{key}-index-{digest}.npz" if folder is not None else None
+    index = pairs.load_arrays(cache_path, INDEX_KEYS) if cache_path is not None else None
+    if index is not None:
+        return index
+    sums = np.zeros((len(samples), 3), np.int64)
+    squares = np.zeros((len(samples), 3), np.int64)
+    kept, grey, names, skipped = [], [], [], []
+    with phase(f"checking {key}", total=len(samples), unit="images") as advance:
+        for i, (file, _) in enumerate(samples):
+            advance()
+            try:
+                image = read_square(file, side, "RGB")
+                grey.append(is_grey(file))
+            except BadImage as error:
+                skipped.append(str(error))
+                continue
+            except PermissionError as error:  # is_grey's open, if the file changed meanwhile
+                skipped.append(f"{file} is not a readable image ({error.strerror})")
+                continue
+            (sums[i], squares[i]), _ = channel_sums(image[None])
+            kept.append(i)
+            names.append(str(file))
+    targets = np.array(targets_key, dtype=np.min_scalar_type(max(targets_key, default=0)))
+    index = {
+        "targets": targets[kept],
+        "grey": np.array(grey, dtype=bool),
+        "names": np.array(names, dtype=str),
+        "skipped": np.array(skipped, dtype=str),
+        "sums": sums[kept],
+        "squares": squares[kept],
+    }
+    if cache_path is not None:
+        pairs.save_arrays(cache_path, **index)
+    return index
 
 
 DATASETS.register_prefix("imagefolder", resolve_imagefolder)

@@ -1,9 +1,11 @@
 """Datasets in memory as uint8 tensors, and training batches sliced from them.
 
-A dataset is small enough to hold whole (Fashion-MNIST is 55 MB as uint8), so there is no
-per-sample `Dataset.__getitem__` and no DataLoader: batches are slices of one tensor, converted
-to float and normalised on the device that trains on them. With several processes, each takes
-its own shard of every epoch's permutation, as DistributedSampler does.
+A dataset small enough to hold whole (Fashion-MNIST is 55 MB as uint8) needs no per-sample
+`Dataset.__getitem__` and no DataLoader: batches are slices of one tensor, converted to float
+and normalised on the device that trains on them. With several processes, each takes its own
+shard of every epoch's permutation, as DistributedSampler does. An image folder too large to
+hold decoded is streamed instead (`zoo.data.streaming.FileSplit`); `iterate_batches` gives the
+same batches from either.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from zoo.data.base import DatasetInfo, get_dataset, resolve_data_root
+from zoo.data.base import DatasetInfo, Files, get_dataset, resolve_data_root
+from zoo.data.streaming import FileSplit, default_workers, stream_uint8_batches
 from zoo.errors import ZooError
 from zoo.progress import phase
 
@@ -45,10 +48,15 @@ class Split:
 @dataclass
 class Splits:
     info: DatasetInfo
-    train: Split
-    val: Split
-    test: Split
+    train: Split | FileSplit
+    val: Split | FileSplit
+    test: Split | FileSplit
     skipped: tuple[str, ...] = ()  # bad source files the loader left out (skip_bad)
+
+    @property
+    def mode(self) -> str:
+        """Where the images are: "memory" (decoded tensors) or "stream" (files read per batch)."""
+        return "stream" if isinstance(self.train, FileSplit) else "memory"
 
     def to(self, device: torch.device) -> Splits:
         """All splits on `device`: on a GPU, batches are then sliced there with no host copy."""
@@ -71,6 +79,7 @@ def load_dataset(
     download: bool = True,
     skip_bad: bool = False,
     options: dict | None = None,
+    workers: int | None = None,
 ) -> Splits:
     """Load dataset `name` into memory and carve a seeded validation split out of train.
 
@@ -79,16 +88,15 @@ def load_dataset(
     for selection. `limit_train` keeps the first N shuffled training images (for quick runs).
     `skip_bad` (datasets read from files) leaves out unusable files; `Splits.skipped` lists them.
     `options` (`base.run_data_options` of a recipe) go to folder datasets (`imagefolder:PATH`).
+    A streamed folder decodes its batches in `workers` processes (default: `default_workers`).
     """
     with phase(f"loading {name}"):
         entry = get_dataset(name, **(options or {}))
         extra = {"skip_bad": skip_bad} if "skip_bad" in signature(entry.factory).parameters else {}
         loaded = entry.factory(resolve_data_root(data_dir), download=download, **extra)
     skipped = tuple(line for arrays in loaded.values() for line in arrays.skipped)
-    splits = {
-        key: Split(torch.from_numpy(arrays.images), torch.from_numpy(arrays.targets))
-        for key, arrays in loaded.items()
-    }
+    workers = default_workers() if workers is None else workers
+    splits = {key: to_split(arrays, workers) for key, arrays in loaded.items()}
     train, test = splits["train"], splits["test"]
     kept = None  # the training images kept, when not all of them are
     if "val" in splits:
@@ -104,6 +112,14 @@ def load_dataset(
     if kept is not None:
         train = train.subset(kept)  # one copy of only the images kept
     return Splits(entry.info, train, val, test, skipped)
+
+
+def to_split(arrays, workers: int) -> Split | FileSplit:
+    """A loader's split as tensors, or as files to stream when the loader listed them."""
+    targets = torch.from_numpy(arrays.targets)
+    if isinstance(arrays, Files):
+        return FileSplit(arrays.paths, targets, arrays.side, arrays.in_chans, workers)
+    return Split(torch.from_numpy(arrays.images), targets)
 
 
 def normalize(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
@@ -128,7 +144,7 @@ def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tens
 
 
 def iterate_batches(
-    split: Split,
+    split: Split | FileSplit,
     info: DatasetInfo,
     batch_size: int,
     *,
@@ -140,12 +156,40 @@ def iterate_batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (float images, targets) batches on `device`, slicing the in-memory split.
+    """Yield (float images, targets) batches on `device`, slicing the in-memory split (or
+    reading a streamed one's files).
 
     `transform(images_uint8, targets, generator)` augments a batch before normalisation. With
     `world_size` > 1 (shuffled training only), this process sees shard `rank` of the
     permutation, in batches of `batch_size` (the per-process share of the global batch).
     """
+    if isinstance(split, FileSplit):
+        batches = stream_uint8_batches(
+            split, batch_size, pin=device.type == "cuda", shuffle=shuffle, generator=generator,
+            rank=rank, world_size=world_size,
+        )  # fmt: skip
+    else:
+        batches = slice_uint8_batches(split, batch_size, shuffle, generator, rank, world_size)
+    for images, targets in batches:
+        if transform is not None:
+            images, targets = transform(images, targets, generator)
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True).long()
+        images = normalize(images, info)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        yield images, targets
+
+
+def slice_uint8_batches(
+    split: Split,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    rank: int,
+    world_size: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 (images, targets) batches of the in-memory `split`, on its device."""
     order = torch.randperm(len(split), generator=generator) if shuffle else None
     if order is not None:
         order = shard_indices(order, rank, world_size).to(split.images.device)
@@ -157,13 +201,6 @@ def iterate_batches(
         else:
             index = order[start : start + batch_size]
             images, targets = split.images[index], split.targets[index]
-        if transform is not None:
-            images, targets = transform(images, targets, generator)
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True).long()
-        images = normalize(images, info)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         yield images, targets
 
 
