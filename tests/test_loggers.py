@@ -110,6 +110,13 @@ def test_an_unknown_logger_is_one_sentence_with_the_close_match(tmp_path):
     assert "Traceback" not in result.output and not list(tmp_path.iterdir())
 
 
+def test_every_logger_name_has_its_logger():
+    from zoo.config import LOGGER_NAMES
+    from zoo.loggers import LOGGERS
+
+    assert tuple(LOGGERS) == LOGGER_NAMES
+
+
 @pytest.mark.parametrize(
     "name, module", [("mlflow", "mlflow"), ("tensorboard", "torch.utils.tensorboard")]
 )
@@ -294,7 +301,7 @@ def test_a_sweep_is_a_parent_run_with_one_child_per_trial(tiny_root, tmp_path, t
     runs = runs_of(tracking, request.node.name)
     (parent,) = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     children = [run for run in runs if run is not parent]
-    assert parent.data.params["lr"] == "1e-3:3e-3:log" and parent.info.status == "FINISHED"
+    assert parent.data.params["lr"] == "0.001:0.003:log" and parent.info.status == "FINISHED"
     assert sorted(run.data.tags["trial"] for run in children) == ["0", "1"]
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parent.info.run_id}
 

@@ -13,6 +13,7 @@ flags (for relaunched processes, compare's recipe column and the sweep's best co
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -60,6 +61,10 @@ RENAMED_FIELDS = {"skip_bad": "skip_bad_samples", "pretrained": "imagenet"}
 # Where a run is also reported, not how it trains: left out of recipe comparisons and may change
 # on --resume.
 TRACKING_FIELDS = ("logger", "log_weights")
+
+
+# `--logger` names: zoo.loggers.LOGGERS has a class for each (None for csv, the run folder).
+LOGGER_NAMES = ("csv", "tensorboard", "mlflow")
 
 
 def option(default, help: str, **limits):
@@ -215,9 +220,14 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ZooError(message)
-        from zoo.loggers import check_logger_names  # the name table lives with the loggers
-
-        check_logger_names(self.logger)
+        for name in self.logger:
+            if name not in LOGGER_NAMES:
+                close = difflib.get_close_matches(name, LOGGER_NAMES, n=2)
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                raise ZooError(
+                    f"Unknown --logger {name!r}; {hint}choose from {', '.join(LOGGER_NAMES)} "
+                    "(repeat --logger for several)."
+                )
 
     def resolve(self, task: str, default_dataset: str) -> TrainConfig:
         """This recipe with the model's defaults filled in (a new config; this one is unchanged)."""

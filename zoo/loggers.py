@@ -19,7 +19,6 @@ is kept in the run folder (MLFLOW_RUN), with per-step points sent only once thei
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import time
@@ -345,18 +344,6 @@ LOGGERS: dict[str, type[Logger] | None] = {
     "tensorboard": TensorBoardLogger,
     "mlflow": MLflowLogger,
 }
-
-
-def check_logger_names(names) -> None:
-    """A ZooError naming an unknown logger, with the close matches."""
-    for name in names:
-        if name not in LOGGERS:
-            close = difflib.get_close_matches(name, list(LOGGERS), n=2)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise ZooError(
-                f"Unknown --logger {name!r}; {hint}choose from {', '.join(LOGGERS)} "
-                "(repeat --logger for several)."
-            )
 
 
 def make_loggers(record: results.RunRecord) -> list[Logger]:
