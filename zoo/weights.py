@@ -26,7 +26,6 @@ no torch at import time, so `import zoo` stays light.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -58,11 +57,9 @@ def folder_name(name: str) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from zoo.data.base import file_digest
+
+    return file_digest(path, "sha256")
 
 
 @dataclass(frozen=True)

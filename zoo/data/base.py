@@ -142,7 +142,13 @@ def resolve_data_root(data_dir: str | Path | None = None) -> Path:
 
 
 def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
+    return file_digest(path, "md5")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of a file's bytes by `algorithm` (md5 for data checksums, sha256 for
+    published weights), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
