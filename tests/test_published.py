@@ -53,8 +53,9 @@ def cost(found) -> float:
     ],
 )
 def test_every_published_entry_reproduces_its_metrics_exactly(found, monkeypatch):
-    """`zoo eval NAME` on the real test split gives the published scores, to the last digit,
-    on the torch version that published them."""
+    """`zoo eval NAME` on the real test split gives the published scores: to the last digit on
+    the CPU model and torch version that published them, within 1e-5 on another CPU (other
+    kernels sum in another order; CI's CPU moved linknet's window IoU by 8e-7)."""
     from conftest import real_data_root
 
     root = real_data_root()
@@ -64,4 +65,6 @@ def test_every_published_entry_reproduces_its_metrics_exactly(found, monkeypatch
         pytest.skip(f"published on torch {found.torch_version}, this is {torch.__version__}")
     monkeypatch.setenv(weights.PUBLISHED_ENV, str(Path("zoo/published").resolve()))
     rescored = publishing.rescore(found.ref, data_dir=str(root))
-    assert rescored.exact, rescored.differences
+    if rescored.same_setting:
+        assert rescored.exact, rescored.differences
+    assert rescored.close, rescored.differences

@@ -288,7 +288,7 @@ def eval_(
     say_err(f"Scoring {found.ref} on the {found.dataset} test split...")
     rescored = rescore(found, device=resolved, data_dir=text_or_none(data_dir))
     out.print(tables.rescored_table(rescored))
-    if not rescored.exact:
+    if not rescored.reproduced:
         raise ZooError(rescored.verdict())
     say(rescored.verdict())
 
