@@ -52,3 +52,36 @@ def test_perfect_scores():
     probs = torch.nn.functional.one_hot(targets, 4).float()
     metrics = classification_metrics(probs, targets, NAMES)
     assert metrics["accuracy"] == 1 and metrics["mean_ap"] == pytest.approx(1)
+
+
+def test_binned_ap_from_summed_histograms_is_torchmetrics_binned_ap_and_near_the_exact():
+    """The history's val_mean_ap: histograms of batches (or processes) add up, and their AP is
+    torchmetrics' with thresholds=VAL_AP_BINS; a class without samples is NaN, as in the exact AP
+    (torchmetrics says 0 and warns)."""
+    from torchmetrics.functional.classification import multiclass_average_precision
+
+    from zoo.metrics import (
+        VAL_AP_BINS,
+        binned_average_precision,
+        per_class_average_precision,
+        score_histogram,
+    )
+
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.randint(0, 3, (6, 16, 16), generator=generator)  # class 3 never occurs
+    logits = torch.randn(6, 4, 16, 16, generator=generator)
+    logits += 2.0 * torch.nn.functional.one_hot(targets, 4).movedim(-1, 1)
+    probs = logits.softmax(1)
+    histogram = score_histogram(probs[:4], targets[:4]) + score_histogram(probs[4:], targets[4:])
+    assert histogram.shape == (4, 2, VAL_AP_BINS) and histogram.sum() == 4 * probs[:, 0].numel()
+    binned = binned_average_precision(histogram)
+    expected = multiclass_average_precision(
+        probs.movedim(1, -1).reshape(-1, 4), targets.reshape(-1), 4, average="none",
+        thresholds=VAL_AP_BINS,
+    )  # fmt: skip
+    assert torch.isnan(binned[3])
+    torch.testing.assert_close(binned[:3], expected[:3].double(), atol=1e-6, rtol=0)
+    exact = per_class_average_precision(probs, targets, 4)
+    assert torch.isnan(exact[3])
+    torch.testing.assert_close(binned[:3], exact[:3], atol=2e-3, rtol=0)
+    assert not torch.allclose(binned[:3], exact[:3], atol=1e-9, rtol=0)  # binned, not exact

@@ -252,3 +252,14 @@ def test_a_malicious_pickle_is_refused_and_nothing_in_it_runs(tiny_root, tmp_pat
         result = runner.invoke(app, [*args, "--weights", str(weights)])
         assert result.exit_code == 1 and "is a PyTorch pickle" in result.stderr
     assert not marker.exists(), "nothing in the pickle ran"
+
+
+def test_a_resumed_older_record_gets_the_new_history_columns_with_its_old_rows_empty():
+    """A record from before val_mean_ap, resumed: the new rows' column is kept (not a
+    ValueError from csv), the old rows leave it empty, and reading it back gives None there."""
+    old = {column: 1.0 for column in results.HISTORY_COLUMNS} | {"epoch": 1}
+    new = old | {"epoch": 2, "val_mean_ap": 0.75, "val_mean_iou": 0.5}
+    text = results.history_text([old, new])
+    header, first, second = text.splitlines()
+    assert header.endswith(",val_mean_ap,val_mean_iou") and first.endswith(",,")
+    assert second.endswith(",0.75,0.5")

@@ -57,6 +57,7 @@ def test_a_segmentation_run_writes_its_record_figures_and_table(facade_root, tmp
     with open(run_dir / "history.csv") as f:
         (row,) = csv.DictReader(f)
     assert 0 <= float(row["val_mean_iou"]) <= 1
+    assert float(row["val_mean_ap"]) == pytest.approx(record["val"]["mean_ap"], abs=5e-3)
     assert {p.name for p in (run_dir / "figures").iterdir()} == FIGURES
     saved = json.loads((run_dir / "config.json").read_text())["config"]
     assert saved["eval_batch_size"] == 16 and saved["skip_bad_samples"] is False

@@ -79,6 +79,9 @@ def test_train_writes_a_complete_run_record(quick_run):
         assert sum(map(sum, m["confusion_matrix"])) == m["num_samples"]
         assert 0.3 < m["accuracy"] <= 1, "two epochs on 2,048 images learn far above chance (0.1)"
         assert 0 <= m["mean_ap"] <= 1
+    # the history's binned val mean AP of the best epoch: the exact one of its checkpoint, nearly
+    best_row = rows[metrics["best_epoch"] - 1]
+    assert float(best_row["val_mean_ap"]) == pytest.approx(metrics["val"]["mean_ap"], abs=5e-3)
     assert {p.name for p in (run_dir / "figures").iterdir()} >= FIGURES
     assert all((run_dir / "figures" / f).stat().st_size > 5000 for f in FIGURES)
     assert not list(run_dir.rglob(".*.tmp")), "no temporary files are left behind"

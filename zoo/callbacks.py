@@ -64,13 +64,18 @@ class ConsoleProgress(Callback):
 
     def on_epoch_end(self, loop: Loop, row: dict) -> None:
         self.progress.remove_task(self.task)
-        miou = f" mIoU {row['val_mean_iou']:.4f}" if "val_mean_iou" in row else ""
+        scores = "".join(
+            f" {label} {row[key]:.4f}"
+            for key, label in (("val_mean_ap", "mAP"), ("val_mean_iou", "mIoU"))
+            if row.get(key) is not None
+        )
         rate = row["train_images_per_second"]
         rate_text = f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"  # unet-small: ~5 img/s
         self.console.print(
             f"epoch {row['epoch']:>3}/{loop.config.epochs}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} "
-            f"acc {row['val_accuracy']:.4f}{miou} | {rate_text} img/s, {row['epoch_seconds']:.1f}s",
+            f"acc {row['val_accuracy']:.4f}{scores} | {rate_text} img/s, "
+            f"{row['epoch_seconds']:.1f}s",
             highlight=False,
             soft_wrap=True,
         )

@@ -21,10 +21,13 @@ from zoo.checkpoint import BEST
 from zoo.data.base import DatasetInfo, run_data_options
 from zoo.data.splits import Split, Splits, iterate_batches, load_dataset
 from zoo.metrics import (
+    VAL_AP_BINS,
+    binned_average_precision,
     classification_metrics,
     confusion_from_labels,
     iou_from_confusion,
     predicted_labels,
+    score_histogram,
     segmentation_metrics,
 )
 from zoo.progress import phase, reporting
@@ -105,26 +108,32 @@ def evaluate(
 def validation_counts(
     model: torch.nn.Module, split: Split, info: DatasetInfo, **run
 ) -> dict[str, torch.Tensor]:
-    """Loss sum, sample count and confusion matrix of `split`: sums, so the counts of several
-    processes' shards add up to those of the whole split (see `validation_scores`)."""
+    """Loss sum, sample count, confusion matrix and score histogram (for a binned AP) of
+    `split`: sums, so the counts of several processes' shards add up to those of the whole split
+    (see `validation_scores`)."""
     loss_sum = 0.0
     confusion = torch.zeros(info.num_classes, info.num_classes, dtype=torch.long)
+    histogram = torch.zeros(info.num_classes, 2, VAL_AP_BINS, dtype=torch.long)
     # The epoch's line says how validation went; a log needs no line of its own for it.
     with phase("validation", total=len(split), unit="images", log=False) as advance:
         for logits, targets in forward_batches(model, split, info, **run):
             loss_sum += loss_of(logits, targets).item() * len(targets)
-            labels = predicted_labels(logits.float().softmax(1))  # as evaluate() labels them
+            probs = logits.float().softmax(1)
+            labels = predicted_labels(probs)  # as evaluate() labels them
             confusion += confusion_from_labels(labels.cpu(), targets.cpu(), info.num_classes)
+            histogram += score_histogram(probs, targets)
             advance(len(targets))
     return {
         "loss_sum": torch.tensor(loss_sum, dtype=torch.float64),
         "samples": torch.tensor(len(split), dtype=torch.float64),
         "confusion": confusion,
+        "histogram": histogram,
     }
 
 
 def validation_scores(counts: dict[str, torch.Tensor], task: str) -> dict[str, float]:
-    """The history's val_loss, val_accuracy (per pixel for segmentation) and, for segmentation,
+    """The history's val_loss, val_accuracy (per pixel for segmentation), val_mean_ap (binned:
+    VAL_AP_BINS thresholds, near the evaluation's exact AP) and, for segmentation,
     val_mean_iou, from `validation_counts` (summed over processes)."""
     confusion = counts["confusion"]
     # float32 division, as (predictions == targets).float().mean() computes it
@@ -132,6 +141,7 @@ def validation_scores(counts: dict[str, torch.Tensor], task: str) -> dict[str, f
     scores = {
         "val_loss": (counts["loss_sum"] / counts["samples"]).item(),
         "val_accuracy": accuracy.item(),
+        "val_mean_ap": binned_average_precision(counts["histogram"]).nanmean().item(),
     }
     if task == "segmentation":
         scores["val_mean_iou"] = iou_from_confusion(confusion).nanmean().item()

@@ -7,7 +7,7 @@ logger sends:
     on_fit_start   the recipe as hyperparameters, the environment, the model summary
     on_log         the epoch's mean training loss so far and the learning rate, every LOG_EVERY
                    steps, at the global step
-    on_epoch_end   the history row (train and val metrics, mIoU for segmentation) at the epoch
+    on_epoch_end   the history row (train and val metrics, mean AP, mIoU) at the epoch
     close          the final val/test metrics with per-class scores, the figures, metrics.json
 
 A logger that fails (a tracking server out of reach, a full disk) warns once, logs nothing more

@@ -37,10 +37,12 @@ SPLIT_COLOURS = {"train": "C0", "val": "C1"}  # the same in every panel
 
 
 def plot_curves(history: list[dict], metric: str = "accuracy") -> Figure:
-    """Train-vs-val loss and `metric` per epoch, plus val mean IoU when the history has it
-    (segmentation runs, where pixel accuracy says little about the small classes)."""
+    """Train-vs-val loss and `metric` per epoch, plus val mean AP and mean IoU when the history
+    has them (segmentation runs, where pixel accuracy says little about the small classes)."""
     epochs = [row["epoch"] for row in history]
-    panels = ["loss", metric] + (["mean_iou"] if "val_mean_iou" in history[0] else [])
+    panels = ["loss", metric] + [
+        key for key in ("mean_ap", "mean_iou") if f"val_{key}" in history[0]
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
     for ax, key in zip(axes, panels, strict=True):
         splits = [split for split in ("train", "val") if f"{split}_{key}" in history[0]]

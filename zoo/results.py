@@ -215,9 +215,10 @@ def read_json(path: Path) -> dict:
 
 
 def history_text(rows: list[dict]) -> str:
-    """HISTORY_COLUMNS, then any task-specific columns of the rows (e.g. val_mean_iou)."""
+    """HISTORY_COLUMNS, then the other columns of the rows (val_mean_ap, val_mean_iou...) in
+    their first row's order; a row without one (resumed from an older zoo) leaves it empty."""
     buffer = io.StringIO()
-    extra = [key for key in (rows[0] if rows else {}) if key not in HISTORY_COLUMNS]
+    extra = list(dict.fromkeys(key for row in rows for key in row if key not in HISTORY_COLUMNS))
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS + extra, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

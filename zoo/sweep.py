@@ -258,8 +258,10 @@ def make_spec(
     if sampler == "grid" and any(p.choices is None for p in params):
         raise ZooError("--sampler grid searches lists of choices only (e.g. --lr 1e-3,3e-3).")
     metric = metric or TASK_METRICS[entry.task].selection
-    columns = [c for c in HISTORY_COLUMNS if c.startswith("val_")] + (
-        ["val_mean_iou"] if entry.task == "segmentation" else []
+    columns = (
+        [c for c in HISTORY_COLUMNS if c.startswith("val_")]
+        + ["val_mean_ap"]
+        + (["val_mean_iou"] if entry.task == "segmentation" else [])
     )
     if metric not in columns:
         raise ZooError(f"--metric {metric!r} is not a validation column; use one of {columns}.")
