@@ -12,8 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from zoo import tables
-from zoo.cli import ExplainMethod, app, markdown_for
+from zoo.cli import app, markdown_for
 from zoo.errors import ZooError
+from zoo.options import ExplainMethod
 
 runner = CliRunner()
 NARROW = {"COLUMNS": "80"}
