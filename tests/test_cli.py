@@ -12,8 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from zoo import tables
-from zoo.cli import ExplainMethod, app, markdown_for
+from zoo.cli import app, markdown_for
 from zoo.errors import ZooError
+from zoo.options import ExplainMethod
 
 runner = CliRunner()
 NARROW = {"COLUMNS": "80"}
@@ -314,9 +315,10 @@ def test_eval_of_published_weights_fails_unless_it_reproduces_them(
 
 
 def test_a_misspelt_model_is_named_before_any_training_code_is_imported():
-    """`zoo train basline-cnn` answers from the registry: the model families are imported (they
-    register the names, and they import torch), but no run, loop, data or metrics code."""
-    heavy = ("zoo.run", "zoo.train", "zoo.data.splits", "torchmetrics", "matplotlib", "optuna")
+    """`zoo train basline-cnn` answers from the registry's declarations, at once: no torch (the
+    model families import it), and no run, loop, data or metrics code."""
+    heavy = ("torch", "zoo.models.cnn", "zoo.run", "zoo.train", "zoo.data.splits", "torchmetrics",
+             "matplotlib", "optuna")  # fmt: skip
     code = (
         "import sys\nfrom zoo.cli import app\n"
         "try:\n    app(['train', 'basline-cnn'], prog_name='zoo')\n"
@@ -328,6 +330,23 @@ def test_a_misspelt_model_is_named_before_any_training_code_is_imported():
     )
     assert "Did you mean 'baseline-cnn'?" in result.stderr
     assert result.stdout.strip() == "1 []", result.stdout
+
+
+def test_zoo_list_imports_no_torch():
+    """Every zoo model declares its task, dataset, description and parameter count, so `zoo list`
+    builds nothing and imports no torch, timm or smp."""
+    code = (
+        "import sys\nfrom zoo.cli import app\n"
+        "try:\n    app(['list', '--format', 'csv'], prog_name='zoo')\n"
+        "except SystemExit as exit:\n"
+        "    heavy = ('torch', 'timm', 'segmentation_models_pytorch')\n"
+        "    print(exit.code, [m for m in heavy if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert "baseline-cnn,classification,fashion-mnist,211690," in result.stdout, result.stderr
+    assert result.stdout.splitlines()[-1] == "0 []", result.stdout
 
 
 def test_predicted_pngs_are_written_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -158,6 +158,26 @@ def test_zoo_list_in_a_fresh_process_shows_an_installed_plugin(plugins):
     assert result.stderr == ""
 
 
+def test_a_plugin_may_declare_its_models_and_is_imported_when_one_is_built(plugins):
+    plugins(
+        "lazynets",
+        {"zoo.models": {"nets": "lazynets_names"}},
+        {
+            "lazynets_names": "from zoo.registry import declare_model\n"
+            "declare_model('plugin-lazy', 'lazynets_family:build', task='classification',"
+            " dataset='fashion-mnist', description='Declared.', num_parameters=7850)\n",
+            "lazynets_family": "from torch import nn\n"
+            "def build(num_classes=10, in_chans=1, **kwargs):\n"
+            "    return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 28 * 28, num_classes))\n",
+        },
+    )
+    assert list_models("plugin-lazy") == ["plugin-lazy"]
+    assert get_model_entry("plugin-lazy").module == "lazynets_family"
+    assert "lazynets_family" not in sys.modules, "declaring imports nothing"
+    assert create_model("plugin-lazy")(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert "lazynets_family" in sys.modules
+
+
 def test_plugin_datasets_show_in_zoo_datasets(plugins):
     from typer.testing import CliRunner
 

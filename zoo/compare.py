@@ -51,6 +51,9 @@ class Selection:
         plain_choices(self)
 
 
+SELECTION = tuple(vars(Selection()))  # the selection's field names, each an option of zoo compare
+
+
 @dataclass
 class Row:
     """One model and recipe on one dataset: its runs, their scores, the bench figures."""
@@ -662,6 +665,12 @@ def require_bench(comparison: Comparison) -> None:
 
 MARKER = "<!-- zoo compare"
 END_MARKER = "<!-- /zoo compare -->"
+
+
+def markdown_from_options(options: dict) -> str:
+    """The Markdown text of `zoo compare` with these parsed options (its parameters by name)."""
+    comparison = compare(options["results_dir"], **{name: options[name] for name in SELECTION})
+    return render(comparison, "markdown", per_run=options["per_run"], bench=options["bench"])
 
 
 def refresh(path: Path, run_compare) -> bool:

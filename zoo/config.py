@@ -17,8 +17,10 @@ import difflib
 import typing
 from dataclasses import dataclass, field, fields
 from enum import Enum
+from pathlib import Path
 
 from zoo.errors import ZooError
+from zoo.registry import get_model_entry
 
 
 class Task(str, Enum):
@@ -344,6 +346,42 @@ def parse_seeds(text: str) -> list[int]:
     return values
 
 
+def train_arguments(
+    model: str | None,
+    options: dict,
+    given: dict,
+    *,
+    recipe_file: Path | None = None,
+    resume: Path | None = None,
+    print_config: bool = False,
+) -> tuple[str | None, dict, dict]:
+    """`zoo train`'s model, options (every field but `model`) and `given` options (those typed,
+    which a relaunched process or `--resume` gets), with a `--config` recipe file's values
+    under the typed ones; a ZooError for arguments that exclude or need each other, and for an
+    unknown model name (with its close matches)."""
+    if recipe_file is not None:
+        if resume is not None:
+            raise ZooError("--resume goes on with the run's own recipe: drop --config.")
+        recipe = read_recipe(recipe_file)
+        model = model or recipe.get("model")
+        given = {**{k: v for k, v in recipe.items() if k != "model"}, **given}
+        options = {**options, **given}
+    if model is None and resume is None:
+        raise ZooError("Name the model to train (e.g. `zoo train baseline-cnn`), or pass --resume.")
+    if model is None and print_config:
+        raise ZooError("--print-config prints a new run's recipe: name the model, not --resume.")
+    if model is not None:
+        get_model_entry(model)  # a misspelt name: its close matches, before any work
+    return model, options, given
+
+
+def new_run_recipe(model: str, options: dict) -> TrainConfig:
+    """The recipe a new run of `model` with these field values trains with: the model's
+    default dataset and batch sizes filled in (what `--print-config` prints)."""
+    entry = get_model_entry(model)
+    return TrainConfig(model=model, **options).resolve(entry.task, entry.dataset)
+
+
 def recipe_yaml(config: TrainConfig) -> str:
     """The recipe as `--print-config` prints it and `--config` reads it back."""
     import yaml
@@ -359,7 +397,6 @@ def read_recipe(path) -> dict:
     `--print-config` writes), or a run record's config.json (its `config`). Every key and value
     is checked here, so a bad file fails before any work with one sentence naming it."""
     import json
-    from pathlib import Path
 
     import yaml
 

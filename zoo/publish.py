@@ -16,6 +16,9 @@ calls:
    and its note to <root>/CHANGELOG.md.
 
 Everything that can be refused is refused before the first file is written.
+
+`evaluate_source` is `zoo eval`: a run folder evaluated again, or published weights scored
+again (`rescore`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import dataclasses
 import os
 import shlex
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +41,7 @@ from zoo.config import TRACKING_FIELDS, TrainConfig, read_recipe, to_flags
 from zoo.data.base import DatasetInfo, get_dataset_info
 from zoo.errors import ZooError
 from zoo.registry import get_model_entry
-from zoo.runtime import place_model, resolve_precision
+from zoo.runtime import place_model, resolve_device, resolve_precision
 from zoo.weights import Weights
 
 FP16_TOLERANCE = 0.001  # largest change of any test score that float16 storage may cause
@@ -487,3 +491,36 @@ def rescore(
     return Rescored(
         found, metrics, evaluation, score_differences(found.metrics, metrics, found.task)
     )
+
+
+def evaluate_source(
+    source: str,
+    *,
+    checkpoint: str | None = None,
+    device: str | None = None,
+    data_dir: str | None = None,
+    console=None,
+    on_note: Callable[[str], None] | None = None,
+) -> results.RunRecord | Rescored:
+    """`zoo eval SOURCE`: a run folder's checkpoint (default the best) evaluated on val and test
+    again, its record rewritten; or published weights scored on their test split again
+    (`rescore`), beside the published metrics. `device` defaults to the run's setting, and
+    for published weights to the CPU they were scored on. `on_note(text)` says what is being
+    scored before the (long) scoring."""
+    from zoo.evaluate import evaluate_run
+
+    resolved = resolve_device(device) if device else None
+    found = weights.source_weights(source)
+    if found is None:
+        return evaluate_run(
+            source, checkpoint=checkpoint or BEST, device=resolved, data_dir=data_dir,
+            console=console,
+        )  # fmt: skip
+    if checkpoint is not None:
+        raise ZooError(
+            f"--checkpoint picks a run folder's checkpoint, and {source} is published weights "
+            "(one file); drop --checkpoint."
+        )
+    if on_note is not None:
+        on_note(f"Scoring {found.ref} on the {found.dataset} test split...")
+    return rescore(found, device=resolved, data_dir=data_dir)

@@ -1,8 +1,11 @@
 """Name -> factory registries for models and datasets, in the style of torchvision's `_api.py`.
 
-Importing a family module (`zoo.models.cnn`, `zoo.data.fashion_mnist`, ...) registers its entries.
 Each registry imports its package (`zoo.models`, `zoo.data`) on its first lookup, so
 `zoo.create_model("baseline-cnn")` just works, and this module imports neither torch nor numpy.
+Importing a dataset module (`zoo.data.fashion_mnist`, ...) registers its entries. zoo's models
+are declared instead (`declare_model` in `zoo/models/__init__.py`): name, task, dataset and the
+"module:function" of the factory, whose module (and torch with it) is imported when the model
+is built, so `zoo list` and a misspelt name's close matches come without torch's import time.
 On that same first lookup it loads the plugins: the entry points of its group (`zoo.models`,
 `zoo.datasets`) that installed packages declare, each naming a module (or a function) whose
 import (or call) registers that package's entries (docs/adding-a-model.md).
@@ -12,12 +15,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import importlib
 import inspect
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from zoo.errors import UnknownNameError, ZooError, ZooWarning
@@ -26,15 +30,40 @@ Task = Literal["classification", "segmentation"]
 TASKS: tuple[Task, ...] = ("classification", "segmentation")
 
 
+def import_target(target: str) -> Any:
+    """The object a "module:name" string names, importing its module."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
     task: Task
     dataset: str  # default dataset (models) or "" (datasets)
     description: str  # one line, shown by `zoo list`
-    factory: Callable[..., Any]
+    target: Callable[..., Any] | str  # the factory, or where it is: "module:function"
     info: Any = None  # datasets: their DatasetInfo
-    num_parameters: int | None = None  # models: declared where counting would import timm/smp
+    num_parameters: int | None = None  # models: declared so that `zoo list` builds nothing
+    arguments: dict = field(default_factory=dict)  # keywords bound to the target, e.g. timm_name
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        """The factory; a "module:function" target is imported here, when it is first needed."""
+        factory = import_target(self.target) if isinstance(self.target, str) else self.target
+        return functools.partial(factory, **self.arguments) if self.arguments else factory
+
+    @property
+    def module(self) -> str:
+        """The module that defines the factory (named in messages), without importing it."""
+        if isinstance(self.target, str):
+            return self.target.partition(":")[0]
+        return self.target.__module__
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
 def _natural_key(name: str) -> list:
@@ -54,8 +83,9 @@ class Registry:
         self.loaded = False  # set back to False, the next lookup reads the plugins again
         self.plugin: str | None = None  # the plugin being loaded, named in its warnings
         self.entries: dict[str, Entry] = {}
-        # Prefix resolvers build entries on demand for names like "timm/resnet18".
-        self.prefixes: dict[str, Callable[[str], Entry]] = {}
+        # Prefix resolvers build entries on demand for names like "timm/resnet18"; a resolver
+        # given as "module:function" is imported on its first name.
+        self.prefixes: dict[str, Callable[[str], Entry] | str] = {}
 
     def load(self) -> None:
         """Once, on the first lookup: import the package that registers zoo's own entries, then
@@ -105,32 +135,36 @@ class Registry:
         info: Any = None,
         num_parameters: int | None = None,
     ):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        """Decorator: register the factory it wraps under `name` (see `add`)."""
+        check_task(task)
 
         def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
-            if name in self.entries:
-                owner = self.entries[name].factory.__module__
-                if self.plugin is None:
-                    raise ValueError(
-                        f"A {self.kind} named {name!r} is already registered (by {owner})."
-                    )
-                warnings.warn(
-                    ZooWarning(
-                        f"The zoo plugin {self.plugin} registers the {self.kind} {name!r} that "
-                        f"{owner} already registered, so zoo keeps {owner}'s and skips the "
-                        "plugin's; rename it in the plugin."
-                    ),
-                    stacklevel=2,
-                )
-                return factory
-            entry = Entry(name, task, dataset, description, factory, info, num_parameters)
-            self.entries[name] = entry
+            self.add(Entry(name, task, dataset, description, factory, info, num_parameters))
             return factory
 
         return wrap
 
-    def register_prefix(self, prefix: str, resolver: Callable[[str], Entry]) -> None:
+    def add(self, entry: Entry) -> None:
+        """Register `entry`. A name registered twice raises, naming the module that has it; from
+        a plugin, it is skipped with a warning instead."""
+        if entry.name in self.entries:
+            owner = self.entries[entry.name].module
+            if self.plugin is None:
+                raise ValueError(
+                    f"A {self.kind} named {entry.name!r} is already registered (by {owner})."
+                )
+            warnings.warn(
+                ZooWarning(
+                    f"The zoo plugin {self.plugin} registers the {self.kind} {entry.name!r} "
+                    f"that {owner} already registered, so zoo keeps {owner}'s and skips the "
+                    "plugin's; rename it in the plugin."
+                ),
+                stacklevel=3,
+            )
+            return
+        self.entries[entry.name] = entry
+
+    def register_prefix(self, prefix: str, resolver: Callable[[str], Entry] | str) -> None:
         if prefix in self.prefixes:
             raise ValueError(f"The {self.kind} prefix {prefix!r} is already registered.")
         self.prefixes[prefix] = resolver
@@ -153,7 +187,8 @@ class Registry:
         for separator in ("/", ":"):  # timm/resnet18, segfolder:PATH
             prefix, sep, _ = name.partition(separator)
             if sep and prefix in self.prefixes:
-                return self.prefixes[prefix](name)
+                resolver = self.prefixes[prefix]
+                return (import_target(resolver) if isinstance(resolver, str) else resolver)(name)
         raise self.unknown(name)
 
     def unknown(self, name: str, candidates: list[str] | None = None) -> UnknownNameError:
@@ -180,6 +215,24 @@ def register_model(
     return MODELS.register(
         name, task=task, dataset=dataset, description=description, num_parameters=num_parameters
     )
+
+
+def declare_model(
+    name: str,
+    factory: str,
+    *,
+    task: Task,
+    dataset: str,
+    description: str,
+    num_parameters: int | None = None,
+    **arguments,
+) -> None:
+    """Register model `name` built by `factory`, a "module:function" string: the module is
+    imported when the model is first built, not now. `arguments` are keywords bound to the
+    function (e.g. which timm model). Otherwise as `register_model`."""
+    check_task(task)
+    entry = Entry(name, task, dataset, description, factory, None, num_parameters, arguments)
+    MODELS.add(entry)
 
 
 def list_models(pattern: str | list[str] = "*", task: Task | None = None) -> list[str]:

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +30,10 @@ from rich.console import Console
 from zoo import results
 from zoo.callbacks import ConsoleProgress, ResumeFrom, RunWriter
 from zoo.checkpoint import BEST, LAST, STATE, load_weights, read_state_progress
-from zoo.config import TRACKING_FIELDS, TrainConfig
+from zoo.config import TRACKING_FIELDS, TrainConfig, parse_seeds, to_flags
 from zoo.data.base import run_data_options
 from zoo.data.splits import Splits, load_dataset
-from zoo.distributed import ONE_PROCESS, Ranks
+from zoo.distributed import ONE_PROCESS, Ranks, launch
 from zoo.errors import ZooError
 from zoo.evaluate import score_run
 from zoo.loggers import make_loggers
@@ -249,6 +250,34 @@ def train_or_resume(
     finally:
         ranks.shutdown()
     return record, ranks.is_main
+
+
+def train_seeds(
+    model: str | None,
+    resume: Path | None,
+    options: dict,
+    given: dict,
+    *,
+    seeds: str | None,
+    nproc: int | None,
+    console: Console,
+    report: Callable[[results.RunRecord, bool], int],
+) -> int:
+    """`zoo train`'s runs: one, or one per seed of `seeds` ("0,1,2"), each in this process or
+    as a torchrun job of `nproc` processes. `report(record, is_main)` shows a run done in this
+    process and returns its exit status; the worst status is returned for the shell."""
+    if seeds is not None and ("seed" in given or resume is not None):
+        raise ZooError("--seeds runs one run per seed: drop --seed and --resume with it.")
+    codes = []
+    for seed in [None] if seeds is None else parse_seeds(seeds):
+        if seed is not None:
+            options, given = {**options, "seed": seed}, {**given, "seed": seed}
+        if nproc is not None and nproc > 1:
+            again = [model] * bool(model) + ["--resume", str(resume)] * bool(resume)
+            codes.append(launch(nproc, ["train", *again, *to_flags(given)]))
+        else:
+            codes.append(report(*train_or_resume(model, resume, options, given, console)))
+    return max(codes, key=lambda code: (code != 0, code))
 
 
 def resumed_config(record: results.RunRecord, changes: dict) -> TrainConfig:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.registry import register_model
-
 
 class LeakyReLU(nn.LeakyReLU):
     """LeakyReLU with slope 0.1 (the default 0.01 is nearly a ReLU)."""
@@ -86,22 +84,13 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model(
-    "baseline-cnn",
-    task="classification",
-    dataset="fashion-mnist",
-    description="The reports' net: 2x (3x3 conv 32, ReLU, max-pool), FC 128, FC.",
-)
+# The factories of baseline-cnn and wide-leaky-cnn, declared in zoo/models/__init__.py.
+
+
 def baseline_cnn(num_classes: int = 10, in_chans: int = 1, **kwargs) -> SmallCNN:
     return SmallCNN(num_classes, in_chans, channels=(32, 32), hidden=128, **kwargs)
 
 
-@register_model(
-    "wide-leaky-cnn",
-    task="classification",
-    dataset="fashion-mnist",
-    description="Wider (64/128) with LeakyReLU, batch norm and dropout; beats baseline-cnn.",
-)
 def wide_leaky_cnn(num_classes: int = 10, in_chans: int = 1, **kwargs) -> SmallCNN:
     args = dict(channels=(64, 128), hidden=256, activation=LeakyReLU, norm=True, dropout=0.3)
     return SmallCNN(num_classes, in_chans, **{**args, **kwargs})

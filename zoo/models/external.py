@@ -6,11 +6,12 @@ Names are routed by prefix, as smp routes `tu-<name>` to timm:
 - `smp/<arch>-<encoder>` -> `SmpSegmenter`, any smp architecture with any smp encoder
   (including `tu-<timm name>`).
 
-The curated entries at the bottom are registered by name, so `zoo list`, `--all` benchmarks and
-the parametrized model tests include them; any other valid prefixed name is built on demand.
+The prefixes and the curated entries are declared in `zoo/models/__init__.py`, which imports
+nothing: the curated ones by name, so `zoo list`, `--all` benchmarks and the parametrized model
+tests include them; any other valid prefixed name is built on demand.
 
 timm and smp are imported inside the resolvers and factories only, so `import zoo`, `zoo list`
-for from-scratch names and the from-scratch models never pay their import time (several seconds).
+and the from-scratch models never pay their import time (several seconds).
 
 Weights are random by default. `pretrained=True` here (what `zoo train --imagenet` and
 `registry.create_model(imagenet=True)` pass) reads ImageNet weights from the local Hugging
@@ -32,9 +33,9 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.models.layers import crop_to, pad_to_multiple
-from zoo.registry import MODELS, Entry, register_model
+from zoo.registry import MODELS, Entry
 
-SEGMENTATION_DATASET = "mini-facade"  # default dataset of the smp entries
+SEGMENTATION_DATASET = "mini-facade"  # default dataset of the smp/ names built on demand
 FIXED_INPUT_SIDE = 64  # models with a fixed input size (ViTs) are built for, and fed, 64x64
 
 
@@ -139,13 +140,12 @@ class TimmClassifier(nn.Module):
         num_classes: int,
         in_chans: int,
         pretrained: bool = False,
-        zoo_name: str = "",
         **kwargs,
     ):
         super().__init__()
         import timm
 
-        zoo_name = zoo_name or f"timm/{timm_name}"
+        zoo_name = f"timm/{timm_name}"
         cfg = timm.models.get_pretrained_cfg(timm_name)
         self.fixed_side = FIXED_INPUT_SIDE if getattr(cfg, "fixed_input_size", False) else None
         if self.fixed_side is not None:
@@ -178,13 +178,11 @@ class TimmClassifier(nn.Module):
         return self.model(x)
 
 
-def timm_factory(timm_name: str, name: str):
+def timm_classifier(
+    num_classes: int = 10, in_chans: int = 1, pretrained: bool = False, *, timm_name: str, **kwargs
+) -> TimmClassifier:
     """The zoo factory of `timm/<timm_name>`: Fashion-MNIST shapes by default."""
-
-    def factory(num_classes: int = 10, in_chans: int = 1, pretrained: bool = False, **kwargs):
-        return TimmClassifier(timm_name, num_classes, in_chans, pretrained, name, **kwargs)
-
-    return factory
+    return TimmClassifier(timm_name, num_classes, in_chans, pretrained, **kwargs)
 
 
 def resolve_timm(name: str) -> Entry:
@@ -196,7 +194,12 @@ def resolve_timm(name: str) -> Entry:
         raise MODELS.unknown(name, [f"timm/{n}" for n in timm.list_models()])
     description = f"timm {timm_name}, on demand"
     return Entry(
-        name, "classification", "fashion-mnist", description, timm_factory(timm_name, name)
+        name,
+        "classification",
+        "fashion-mnist",
+        description,
+        timm_classifier,
+        arguments={"timm_name": timm_name},
     )
 
 
@@ -217,13 +220,12 @@ class SmpSegmenter(nn.Module):
         num_classes: int,
         in_chans: int,
         pretrained: bool = False,
-        zoo_name: str = "",
         **kwargs,
     ):
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        zoo_name = zoo_name or f"smp/{arch}-{encoder}"
+        zoo_name = f"smp/{arch}-{encoder}"
 
         weights_tag = True if encoder.startswith("tu-") else "imagenet"  # smp's spelling for tu-
 
@@ -286,62 +288,23 @@ def resolve_smp(name: str) -> Entry:
 
     description = f"smp {arch}, {encoder} encoder, on demand"
     return Entry(
-        name, "segmentation", SEGMENTATION_DATASET, description, smp_factory(arch, encoder)
+        name,
+        "segmentation",
+        SEGMENTATION_DATASET,
+        description,
+        smp_segmenter,
+        arguments={"arch": arch, "encoder": encoder},
     )
 
 
-def smp_factory(arch: str, encoder: str):
+def smp_segmenter(
+    num_classes: int = 5,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    *,
+    arch: str,
+    encoder: str,
+    **kwargs,
+) -> SmpSegmenter:
     """The zoo factory of `smp/<arch>-<encoder>`: 5 classes, RGB (mini-facade) by default."""
-    name = f"smp/{arch}-{encoder}"
-
-    def factory(num_classes: int = 5, in_chans: int = 3, pretrained: bool = False, **kwargs):
-        return SmpSegmenter(arch, encoder, num_classes, in_chans, pretrained, name, **kwargs)
-
-    return factory
-
-
-MODELS.register_prefix("timm", resolve_timm)
-MODELS.register_prefix("smp", resolve_smp)
-
-
-# ----------------------------------------------------------------------------- curated entries
-
-
-def _timm(timm_name: str, num_parameters: int, description: str) -> None:
-    name = f"timm/{timm_name}"
-    register_model(
-        name,
-        task="classification",
-        dataset="fashion-mnist",
-        description=description,
-        num_parameters=num_parameters,
-    )(timm_factory(timm_name, name))
-
-
-def _smp(arch: str, encoder: str, num_parameters: int, description: str) -> None:
-    name = f"smp/{arch}-{encoder}"
-    register_model(
-        name,
-        task="segmentation",
-        dataset=SEGMENTATION_DATASET,
-        description=description,
-        num_parameters=num_parameters,
-    )(smp_factory(arch, encoder))
-
-
-# Parameter counts for the default dataset (10 grey classes; 5 RGB classes), declared so that
-# `zoo list` need not import timm and smp; tests/test_models.py checks each against the model.
-_timm("resnet18", 11_175_370, "timm ResNet-18, stem without max-pool for small inputs.")
-_timm("resnet50", 23_522_250, "timm ResNet-50, stem without max-pool for small inputs.")
-_timm("efficientnet_b0", 4_019_782, "timm EfficientNet-B0, stride-1 stem for small inputs.")
-_timm("mobilenetv3_small_100", 1_527_818, "timm MobileNetV3-Small, stride-1 stem.")
-_timm("convnext_atto", 3_376_450, "timm ConvNeXt-Atto, input upsampled to 64x64.")
-_timm("regnetx_002", 2_318_906, "timm RegNetX-200MF, input upsampled to 64x64.")
-
-_smp("unet", "resnet18", 14_328_789, "smp U-Net, ResNet-18 encoder.")
-_smp("unet", "resnet34", 24_436_949, "smp U-Net, ResNet-34 encoder.")
-_smp("fpn", "resnet18", 13_047_749, "smp FPN, ResNet-18 encoder.")
-_smp("linknet", "resnet18", 11_663_909, "smp LinkNet, ResNet-18 encoder.")
-_smp("deeplabv3plus", "resnet34", 22_438_485, "smp DeepLabV3+, ResNet-34 encoder, stride 16.")
-_smp("unet", "tu-convnext_atto", 5_775_053, "smp U-Net, timm ConvNeXt-Atto encoder.")
-_smp("upernet", "resnet18", 19_492_549, "smp UPerNet, ResNet-18 encoder.")
+    return SmpSegmenter(arch, encoder, num_classes, in_chans, pretrained, **kwargs)

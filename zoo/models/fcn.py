@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.layers import conv_bn_relu, crop_to, pad_to_multiple
-from zoo.registry import register_model
 
 
 class FCN(nn.Module):
@@ -77,21 +76,12 @@ class StridedNet(nn.Module):
         return crop_to(self.head(self.up(self.down(self.stem(x)))), size)
 
 
-@register_model(
-    "fcn",
-    task="segmentation",
-    dataset="mini-facade",
-    description="The reports' FCN: BN-ReLU conv blocks, 2 max-pools down, 2 bilinear ups.",
-)
+# The factories of fcn and strided-net, declared in zoo/models/__init__.py.
+
+
 def fcn(num_classes: int = 5, in_chans: int = 3, **kwargs) -> FCN:
     return FCN(num_classes, in_chans, **kwargs)
 
 
-@register_model(
-    "strided-net",
-    task="segmentation",
-    dataset="mini-facade",
-    description="Stride-2 convs down (x8), learned transposed convs up, no pooling.",
-)
 def strided_net(num_classes: int = 5, in_chans: int = 3, **kwargs) -> StridedNet:
     return StridedNet(num_classes, in_chans, **kwargs)

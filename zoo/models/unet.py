@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.layers import conv_bn_relu, conv_relu, crop_to, pad_to_multiple
-from zoo.registry import register_model
 
 
 class SmallUNet(nn.Module):
@@ -87,21 +86,12 @@ class UNet(nn.Module):
         return crop_to(self.head(x), size)
 
 
-@register_model(
-    "unet-small",
-    task="segmentation",
-    dataset="mini-facade",
-    description="The reports' small U-Net: 14 convs, no BN, additive skips (466k params).",
-)
+# The factories of unet-small and unet, declared in zoo/models/__init__.py.
+
+
 def unet_small(num_classes: int = 5, in_chans: int = 3, **kwargs) -> SmallUNet:
     return SmallUNet(num_classes, in_chans, **kwargs)
 
 
-@register_model(
-    "unet",
-    task="segmentation",
-    dataset="mini-facade",
-    description="Full U-Net: 4 levels, 32-512 channels, batch norm, concatenated skips.",
-)
 def unet(num_classes: int = 5, in_chans: int = 3, **kwargs) -> UNet:
     return UNet(num_classes, in_chans, **kwargs)
