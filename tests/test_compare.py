@@ -121,6 +121,18 @@ def test_the_outputs_carry_per_class_scores_with_class_names(seeded, tmp_path):
     assert rows[0]["bench_infer_images_per_second"] == "9000.0"
     markdown = comparing.to_markdown(comparison)
     assert "Test AP per class:" in markdown and "| T-shirt/top |" in markdown
+    assert "Test accuracy per class:" in markdown
+    only_ap = comparing.to_markdown(comparison, per_class="ap")
+    assert "Test AP per class:" in only_ap and "Test accuracy per class:" not in only_ap
+    assert "per class:" not in comparing.to_markdown(comparison, per_class="none")
+    assert comparing.to_markdown(comparison, per_class="all") == markdown
+    result = runner.invoke(app, ["compare", str(seeded), "--format", "markdown", "--per-class",
+                                 "ap,iou"])  # fmt: skip
+    assert result.exit_code == 0 and result.stdout.count("per class:") == 1, result.output
+    result = runner.invoke(app, ["compare", str(seeded), "--format", "markdown", "--per-class",
+                                 "AP"])  # fmt: skip
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "--per-class 'AP' is not a per-class table; use all" in message
     result = runner.invoke(
         app, ["compare", str(seeded), "--format", "csv", "--out", str(tmp_path / "t.csv")]
     )

@@ -253,6 +253,7 @@ def compare_(
     format: options.CompareFormatOption = options.CompareFormat.table,
     out_file: options.CompareOutOption = None,
     per_run: options.PerRunOption = False,
+    per_class: options.PerClassOption = "all",
     bench: options.BenchRowsOption = False,
     refresh: options.RefreshOption = None,
     *,
@@ -277,7 +278,9 @@ def compare_(
                                             width=out.width):  # fmt: skip
             out.print(part)
         return
-    text = comparing.render(comparison, format.value, per_run=per_run, bench=bench)
+    text = comparing.render(
+        comparison, format.value, per_run=per_run, bench=bench, per_class=per_class
+    )
     if out_file is None:
         return say(text)
     from zoo.results import atomic_write_bytes

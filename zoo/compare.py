@@ -392,9 +392,26 @@ def markdown_table(header: list[str], body: list[list[str]], right_from: int = 2
     return "\n".join(lines)
 
 
-def to_markdown(comparison: Comparison, *, per_class: bool = True, per_run: bool = False) -> str:
-    """Per dataset: the main table, then one models x classes table per per-class metric; or
-    with `per_run`, one table of every run."""
+PER_CLASS_CHOICES = ("all", "none", "accuracy", "ap", "iou")
+
+
+def per_class_choice(text: str) -> tuple[str, ...]:
+    """`--per-class` ("ap,iou", "all", "none") as the per-class metrics it names ("all": ())."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        if name not in PER_CLASS_CHOICES:
+            raise ZooError(
+                f"--per-class {name!r} is not a per-class table; use all, none, or a comma list "
+                "of accuracy, ap and iou."
+            )
+    return () if "all" in names else names
+
+
+def to_markdown(comparison: Comparison, *, per_class: str = "all", per_run: bool = False) -> str:
+    """Per dataset: the main table, then one models x classes table per per-class metric (those
+    `per_class` names: "all", "none", or e.g. "ap,iou"); or with `per_run`, one table of every
+    run."""
+    chosen = per_class_choice(per_class)
     if per_run:
         return markdown_table(*run_rows(comparison), right_from=99) + "\n"
     parts = []
@@ -402,8 +419,8 @@ def to_markdown(comparison: Comparison, *, per_class: bool = True, per_run: bool
         task = rows[0].task
         parts.append(f"#### {dataset}\n")
         parts.append(markdown_table(*main_table(rows)) + "\n")
-        if per_class:
-            for metric in per_class_metrics(task):
+        for metric in per_class_metrics(task):
+            if not chosen or metric in chosen:
                 header = ["model", "recipe", *per_class_columns(rows)]
                 body = [
                     [row.model, row.recipe]
@@ -639,7 +656,12 @@ def render_tables(
 
 
 def render(
-    comparison: Comparison, format: str, *, per_run: bool = False, bench: bool = False
+    comparison: Comparison,
+    format: str,
+    *,
+    per_run: bool = False,
+    bench: bool = False,
+    per_class: str = "all",
 ) -> str:
     """The comparison as `markdown`, `csv` or `html` text (with `bench`: Markdown only)."""
     if bench:
@@ -652,7 +674,7 @@ def render(
 
         return report.render(comparison)
     if format == "markdown":
-        return to_markdown(comparison, per_run=per_run)
+        return to_markdown(comparison, per_run=per_run, per_class=per_class)
     return to_csv(comparison)
 
 
@@ -670,7 +692,10 @@ END_MARKER = "<!-- /zoo compare -->"
 def markdown_from_options(options: dict) -> str:
     """The Markdown text of `zoo compare` with these parsed options (its parameters by name)."""
     comparison = compare(options["results_dir"], **{name: options[name] for name in SELECTION})
-    return render(comparison, "markdown", per_run=options["per_run"], bench=options["bench"])
+    return render(
+        comparison, "markdown", per_run=options["per_run"], bench=options["bench"],
+        per_class=options["per_class"],
+    )  # fmt: skip
 
 
 def refresh(path: Path, run_compare) -> bool:

@@ -116,6 +116,10 @@ CompareOutOption = Annotated[
 PerRunOption = Annotated[
     bool, typer.Option(help="One row per run (folder, seed, commit) instead of per recipe.")
 ]
+PerClassOption = Annotated[
+    str,
+    typer.Option(help="Markdown: the per-class tables, all, none or a list (e.g. ap,iou)."),
+]
 BenchRowsOption = Annotated[
     bool,
     typer.Option(
