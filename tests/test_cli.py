@@ -286,15 +286,16 @@ def published_weights():
     [
         (0.0, "EPYC", 0, "Reproduced exactly: {figures} (every score of 2 equal)."),
         (3e-6, "Xeon", 0, "Reproduced within 1e-05: {figures}, largest difference 3e-06;"),
-        (3e-6, "EPYC", 1, "Error: Not the published scores: {figures}, largest difference 3e-06;"),
+        (3e-6, "EPYC", 0, "Reproduced within 1e-05: {figures}, largest difference 3e-06;"),
+        (2e-5, "EPYC", 1, "Error: Not the published scores: {figures}, largest difference 2e-05;"),
         (0.0012, "Xeon", 1, "Error: Not the published scores: {figures}, largest difference"),
     ],
 )
 def test_eval_of_published_weights_fails_unless_it_reproduces_them(
     monkeypatch, difference, cpu, code, verdict
 ):
-    """Equal scores on the publishing machine's setting; elsewhere (another CPU model, torch)
-    within 1e-5, what other kernels' summation order moves them by; never more."""
+    """Every score within 1e-5 of the published one, on any CPU (kernels sum in another order
+    on another machine, even one of the same CPU model); never more."""
     from zoo import publish, weights
 
     found = published_weights()

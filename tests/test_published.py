@@ -52,10 +52,10 @@ def cost(found) -> float:
         if w.file
     ],
 )
-def test_every_published_entry_reproduces_its_metrics_exactly(found, monkeypatch):
-    """`zoo eval NAME` on the real test split gives the published scores: to the last digit on
-    the CPU model and torch version that published them, within 1e-5 on another CPU (other
-    kernels sum in another order; CI's CPU moved linknet's window IoU by 8e-7)."""
+def test_every_published_entry_reproduces_its_metrics(found, monkeypatch):
+    """`zoo eval NAME` on the real test split gives the published scores within 1e-5. Not to the
+    last digit: CI's CPU, the same model as the publishing one with the same torch and thread
+    count, moved linknet's window IoU by 8e-7."""
     from conftest import real_data_root
 
     root = real_data_root()
@@ -65,6 +65,4 @@ def test_every_published_entry_reproduces_its_metrics_exactly(found, monkeypatch
         pytest.skip(f"published on torch {found.torch_version}, this is {torch.__version__}")
     monkeypatch.setenv(weights.PUBLISHED_ENV, str(Path("zoo/published").resolve()))
     rescored = publishing.rescore(found.ref, data_dir=str(root))
-    if rescored.same_setting:
-        assert rescored.exact, rescored.differences
-    assert rescored.close, rescored.differences
+    assert rescored.reproduced, rescored.differences

@@ -413,22 +413,11 @@ class Rescored:
         return all(value == 0 for value in self.differences.values())
 
     @property
-    def close(self) -> bool:
-        """Every score within RESCORE_TOLERANCE of the published one (what another CPU or GPU
-        gives: its kernels sum in another order, and a few pixels or images flip)."""
-        return all(value <= RESCORE_TOLERANCE for value in self.differences.values())
-
-    @property
     def reproduced(self) -> bool:
-        """Equal to the last digit where it ran as published; within the tolerance elsewhere."""
-        return self.exact or (self.close and not self.same_setting)
-
-    @property
-    def same_setting(self) -> bool:
-        """Whether this evaluation ran as the published one did (device, CPU model, torch
-        version, threads...): then the scores must be equal to the last digit."""
-        keys = ("device", "precision", "batch_size", "channels_last", "torch", "threads", "cpu")
-        return all(self.evaluation.get(k) == self.weights.evaluation.get(k) for k in keys)
+        """Every score within RESCORE_TOLERANCE of the published one. Not bit-identity: another
+        CPU, torch build or GPU sums in another order and a few pixels or images flip. Even a
+        CPU of the same model and the same torch moved linknet's window IoU by 8e-7 on CI."""
+        return all(value <= RESCORE_TOLERANCE for value in self.differences.values())
 
     def verdict(self) -> str:
         """One sentence: did scoring the published weights again give the published metrics?"""
@@ -443,7 +432,7 @@ class Rescored:
             f"batch {then.get('batch_size')}), this is torch {now['torch']} "
             f"({now.get('cpu') or now['device']}, batch {now['batch_size']})"
         )
-        if self.close and not self.same_setting:
+        if self.reproduced:
             return (
                 f"Reproduced within {RESCORE_TOLERANCE:g}: {what}, largest difference "
                 f"{worst:.2g}; {where}."
@@ -484,7 +473,7 @@ def rescore(
     split = load_test(config, data_dir)
     batch_size = found.evaluation.get("batch_size") or config.eval_batch_size
     # CPU kernels sum in an order that depends on the thread count (scores then move by ~1e-10),
-    # so the published count is used again: bit-identical scores on the same torch version.
+    # so the published count is used again: bit-identical scores on the machine that published.
     threads = found.evaluation.get("threads") if device.type == "cpu" else None
     with cpu_threads(threads or torch.get_num_threads()):
         metrics, evaluation = score(loaded.model, split, batch_size=batch_size, device=device)
