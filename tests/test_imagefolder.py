@@ -117,6 +117,26 @@ def test_img_size_resizes_the_shorter_side_and_centre_crops_as_timm_evaluates(tm
     assert sample.shape == (3, 16, 16) and sample.min() > 200
 
 
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_crop_pct_1_takes_images_of_the_sample_size_pixel_for_pixel(tmp_path, mode):
+    root = tmp_path / "f"
+    write_folder(root / "train", per_class=2, grey=True)
+    write_folder(root / "test", per_class=1, grey=True)
+    for file in root.rglob("*.png"):  # all 16x16, the sample size
+        Image.open(file).resize((16, 16)).save(file)
+    stored = [np.asarray(Image.open(root / "test" / c / "0.png"))[None] for c in sorted(CLASSES)]
+    options = {"img_size": 16, "data_mode": mode}
+    exact = load_dataset(f"imagefolder:{root}", options={**options, "crop_pct": 1.0}, workers=0)
+    resized = load_dataset(f"imagefolder:{root}", options=options, workers=0)
+    assert (exact.info.crop_pct, resized.info.crop_pct) == (1.0, 0.875)
+    assert torch.equal(exact.test.images[:], torch.from_numpy(np.stack(stored)))
+    assert not torch.equal(resized.test.images[:], exact.test.images[:])
+    with pytest.raises(ZooError, match="--crop-pct is for imagefolder:PATH datasets"):
+        get_dataset_info("fashion-mnist", crop_pct=1.0)
+    with pytest.raises(ZooError, match=r"--crop-pct must be in \(0, 1\], got 1.5"):
+        TrainConfig(model="baseline-cnn", crop_pct=1.5)
+
+
 def test_augment_is_a_seeded_random_resized_crop_and_flip(tmp_path):
     images = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8)
     transform = random_resized_crop_flip()

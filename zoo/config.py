@@ -119,6 +119,11 @@ class TrainConfig:
         "imagefolder: side of the square samples; default: the images' median shorter side, "
         "8 to 64.",
     )
+    crop_pct: float | None = option(
+        None,
+        "imagefolder: resize the shorter side to img_size / crop_pct, then centre-crop (timm's "
+        "crop_pct); default 0.875; 1 keeps images already img_size square as they are.",
+    )
     crop_size: int | None = option(
         None, "Segmentation: train on random CROP_SIZE x CROP_SIZE crops at the images' own scale."
     )
@@ -205,6 +210,10 @@ class TrainConfig:
             (
                 self.img_size is None or self.img_size >= 4,
                 f"--img-size must be at least 4, got {self.img_size}.",
+            ),
+            (
+                self.crop_pct is None or 0 < self.crop_pct <= 1,
+                f"--crop-pct must be in (0, 1], got {self.crop_pct}.",
             ),
             (
                 self.crop_size is None or self.crop_size >= 1,

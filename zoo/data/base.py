@@ -53,12 +53,13 @@ class Arrays:
 @dataclass
 class Files:
     """One split as a streaming loader returns it: the files to decode, one sample each, as
-    uint8 (in_chans, side, side) (`images.read_square`), and their class ids."""
+    uint8 (in_chans, side, side) (`images.read_square` at `crop_pct`), and their class ids."""
 
     paths: np.ndarray  # str, one path per sample
     targets: np.ndarray
     side: int
     in_chans: int
+    crop_pct: float  # the shorter side resized to side / crop_pct, then centre-cropped
     skipped: tuple[str, ...] = ()  # bad source files left out (skip_bad), a sentence each
 
 
@@ -87,11 +88,13 @@ def get_dataset(name: str, **options) -> Entry:
     DATASETS.load()
     resolver = DATASETS.prefixes.get(name.partition(":")[0]) if ":" in name else None
     taken = inspect.signature(resolver).parameters if resolver else {}
-    if options.get("img_size") is not None and "img_size" not in taken:
-        raise ZooError(
-            f"--img-size is for imagefolder:PATH datasets, and {name} has its own sample size; "
-            "drop --img-size."
-        )
+    for option in ("img_size", "crop_pct"):
+        if options.get(option) is not None and option not in taken:
+            flag = "--" + option.replace("_", "-")
+            raise ZooError(
+                f"{flag} is for imagefolder:PATH datasets, and {name} has its own sample size; "
+                f"drop {flag}."
+            )
     if options.get("data_mode") == "stream" and "data_mode" not in taken:
         raise ZooError(
             f"--data-mode stream is for imagefolder:PATH datasets, and {name} is held in memory; "
@@ -103,14 +106,15 @@ def get_dataset(name: str, **options) -> Entry:
 
 
 def run_data_options(config) -> dict:
-    """What a recipe (a TrainConfig) asks of a folder dataset: the sample side, 3 channels for
-    the models that start from ImageNet (timm/ and smp/ ones, with a `pretrained` parameter),
-    ImageNet's mean and std with --imagenet, the split, whether to skip bad files and
-    whether to stream them (--data-mode). Training,
-    `zoo eval`, `predict` and `explain` pass the same options, so they see the same samples."""
+    """What a recipe (a TrainConfig) asks of a folder dataset: the sample side and crop, 3
+    channels for the models that start from ImageNet (timm/ and smp/ ones, with a `pretrained`
+    parameter), ImageNet's mean and std with --imagenet, the split, whether to skip bad files
+    and whether to stream them (--data-mode). Training, `zoo eval`, `predict` and `explain`
+    pass the same options, so they see the same samples."""
     factory = MODELS.get(config.model).factory
     return {
         "img_size": config.img_size,
+        "crop_pct": config.crop_pct,
         "rgb": "pretrained" in inspect.signature(factory).parameters,
         "imagenet_stats": config.imagenet,
         "val_fraction": config.val_fraction,

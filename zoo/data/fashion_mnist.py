@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,34 @@ def ensure_files(folder: Path, download_missing: bool) -> None:
                 f"{folder / name} has MD5 {actual}, expected {expected}: the file is damaged or "
                 "not the official one; delete it to download it again, or replace it."
             )
+
+
+def class_folder(label: int) -> str:
+    """`0-t-shirt-top` ... `9-ankle-boot`: the label first, so that `imagefolder:`'s sorted class
+    folders come in Fashion-MNIST's label order (one digit each: 10 classes)."""
+    return f"{label}-{re.sub('[^a-z0-9]+', '-', INFO.class_names[label].lower()).strip('-')}"
+
+
+def write_image_folder(root: Path, out: Path, *, train_per_class: int | None = None) -> Path:
+    """The official splits as an `imagefolder:` dataset of grey 28x28 PNGs, the IDX pixels
+    unchanged: `out/train/<class>/<index>.png` and `out/test/<class>/<index>.png`, `<index>`
+    the image's place in its IDX file (zero-padded, so file order is IDX order). All 10,000
+    test images; the first `train_per_class` training images of each class, or all 60,000.
+    Returns `out`."""
+    from PIL import Image
+
+    labels = range(INFO.num_classes)
+    for split, arrays in load(root, download=False).items():
+        kept = np.arange(len(arrays.targets))
+        if split == "train" and train_per_class is not None:
+            first = [np.flatnonzero(arrays.targets == c)[:train_per_class] for c in labels]
+            kept = np.concatenate(first)
+        for label in labels:
+            (out / split / class_folder(label)).mkdir(parents=True, exist_ok=True)
+        for index in kept.tolist():
+            folder = out / split / class_folder(int(arrays.targets[index]))
+            Image.fromarray(arrays.images[index, 0]).save(folder / f"{index:05d}.png")
+    return out
 
 
 @register_dataset(INFO)

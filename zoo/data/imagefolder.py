@@ -9,7 +9,8 @@ not stratified by class), and train the rest.
 
 Samples are square, `--img-size` pixels a side (default: the median shorter side of the
 training images, between 8 and 64), made as timm's evaluation transform makes them: the
-shorter side resized to side / 0.875, then a centre crop. They are decoded once, through
+shorter side resized to side / `--crop-pct` (default 0.875), then a centre crop; at 1, an
+image already side x side is taken as it is. They are decoded once, through
 `images.read_square` (the per-file decode a streaming loader can reuse), into uint8 arrays
 cached in zoo's cache folder, never in PATH. Channels: 1 when every training image is grey,
 else 3; always 3 for timm/ and smp/ models. Mean and std: measured on the training split, or
@@ -76,6 +77,7 @@ def resolve_imagefolder(
     name: str,
     *,
     img_size: int | None = None,
+    crop_pct: float | None = None,
     rgb: bool = False,
     imagenet_stats: bool = False,
     val_fraction: float = 0.1,
@@ -92,8 +94,9 @@ def resolve_imagefolder(
         )
     files = [p for p in sorted(path.rglob("*")) if p.is_file() and visible(p, path)]
     digest = pairs.fingerprint([(f,) for f in files], sorted(p for p in path.rglob("*")))
-    options = (img_size, rgb or imagenet_stats, imagenet_stats, val_fraction, split_seed, skip_bad)
-    return _imagefolder_entry(str(path.resolve()), name, digest, *options, data_mode)
+    sample = (img_size, crop_pct or DEFAULT_CROP_PCT, rgb or imagenet_stats, imagenet_stats)
+    splits = (val_fraction, split_seed, skip_bad, data_mode)
+    return _imagefolder_entry(str(path.resolve()), name, digest, *sample, *splits)
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,6 +105,7 @@ def _imagefolder_entry(
     name: str,
     files_digest: str,
     img_size: int | None,
+    crop_pct: float,
     rgb: bool,
     imagenet_stats: bool,
     val_fraction: float,
@@ -132,7 +136,10 @@ def _imagefolder_entry(
     count = sum(len(found) for found in samples.values())
     stream = choose_data_mode(data_mode, count * 3 * side * side) == "stream"
     read = index_samples if stream else decode_samples
-    decoded = {part: read(f"{key}-{part}-{side}px", found, side) for part, found in samples.items()}
+    decoded = {
+        part: read(f"{key}-{part}-{side}px", found, side, crop_pct)
+        for part, found in samples.items()
+    }
     for part in decoded.values():
         skipped += part["skipped"].tolist()
     if skipped and not skip_bad:
@@ -142,7 +149,7 @@ def _imagefolder_entry(
     in_chans = 3 if rgb or not train["grey"].all() else 1
     if stream:
         arrays = {
-            part: Files(found["names"], found["targets"], side, in_chans)
+            part: Files(found["names"], found["targets"], side, in_chans, crop_pct)
             for part, found in splits.items()
         }
         sums = train["sums"][:, :in_chans].sum(0), train["squares"][:, :in_chans].sum(0)
@@ -164,14 +171,17 @@ def _imagefolder_entry(
         std=std,
         description=f"Your images in {path}, a folder per class.",
         augment="resized-crop-flip",
-        crop_pct=DEFAULT_CROP_PCT,
+        crop_pct=crop_pct,
         normalisation="ImageNet" if imagenet_stats else "training split",
     )
 
     def load(root: Path, download: bool = True, skip_bad: bool = False) -> dict[str, Arrays]:
         # Fresh splits around the same arrays: load_dataset wraps them without a copy.
         if stream:
-            found = {part: Files(a.paths, a.targets, side, in_chans) for part, a in arrays.items()}
+            found = {
+                part: Files(a.paths, a.targets, side, in_chans, crop_pct)
+                for part, a in arrays.items()
+            }
         else:
             found = {part: Arrays(a.images, a.targets) for part, a in arrays.items()}
         return pairs.with_skipped(found, skipped)
@@ -219,12 +229,14 @@ def default_side(files: list[Path]) -> int:
     return int(min(high, max(low, statistics.median(sides) if sides else high)))
 
 
-def decode_samples(key: str, samples: list[tuple[Path, int]], side: int) -> dict[str, np.ndarray]:
+def decode_samples(
+    key: str, samples: list[tuple[Path, int]], side: int, crop_pct: float
+) -> dict[str, np.ndarray]:
     """Every sample decoded by `read_square` as RGB uint8 (N, 3, side, side), with its class id
     and whether its file is grey, through the decode cache; bad files are listed in "skipped"."""
     folder = pairs.cache_folder()
     targets_key = [target for _, target in samples]
-    digest = pairs.fingerprint([(f,) for f, _ in samples], side, DEFAULT_CROP_PCT, targets_key)
+    digest = pairs.fingerprint([(f,) for f, _ in samples], side, crop_pct, targets_key)
     cache_path = folder / f"{key}-{digest}.npz" if folder is not None else None
     decoded = pairs.load_arrays(cache_path, DECODED_KEYS) if cache_path is not None else None
     if decoded is not None:
@@ -235,7 +247,7 @@ def decode_samples(key: str, samples: list[tuple[Path, int]], side: int) -> dict
         for i, (file, _) in enumerate(samples):
             advance()
             try:
-                images[i] = read_square(file, side, "RGB")
+                images[i] = read_square(file, side, "RGB", crop_pct)
                 grey.append(is_grey(file))
             except BadImage as error:
                 skipped.append(str(error))
@@ -330,13 +342,15 @@ def choose_data_mode(requested: str, decoded_bytes: int) -> str:
     return "stream" if decoded_bytes > MEMORY_SHARE * available_memory() else "memory"
 
 
-def index_samples(key: str, samples: list[tuple[Path, int]], side: int) -> dict[str, np.ndarray]:
+def index_samples(
+    key: str, samples: list[tuple[Path, int]], side: int, crop_pct: float
+) -> dict[str, np.ndarray]:
     """Stream mode's check of every sample, through the cache: each file decoded once, as
     `decode_samples` does, and only its class id, path, greyness and pixel sums kept (the
     training split's mean and std derive from them); bad files are listed in "skipped"."""
     folder = pairs.cache_folder()
     targets_key = [target for _, target in samples]
-    digest = pairs.fingerprint([(f,) for f, _ in samples], side, DEFAULT_CROP_PCT, targets_key)
+    digest = pairs.fingerprint([(f,) for f, _ in samples], side, crop_pct, targets_key)
     cache_path = folder / f"{key}-index-{digest}.npz" if folder is not None else None
     index = pairs.load_arrays(cache_path, INDEX_KEYS) if cache_path is not None else None
     if index is not None:
@@ -348,7 +362,7 @@ def index_samples(key: str, samples: list[tuple[Path, int]], side: int) -> dict[
         for i, (file, _) in enumerate(samples):
             advance()
             try:
-                image = read_square(file, side, "RGB")
+                image = read_square(file, side, "RGB", crop_pct)
                 grey.append(is_grey(file))
             except BadImage as error:
                 skipped.append(str(error))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from zoo.data.base import DatasetInfo, Files, get_dataset, resolve_data_root
-from zoo.data.streaming import FileSplit, default_workers, stream_uint8_batches
+from zoo.data.streaming import FileSplit, FolderDataset, default_workers, stream_uint8_batches
 from zoo.errors import ZooError
 from zoo.progress import phase
 
@@ -118,7 +118,10 @@ def to_split(arrays, workers: int) -> Split | FileSplit:
     """A loader's split as tensors, or as files to stream when the loader listed them."""
     targets = torch.from_numpy(arrays.targets)
     if isinstance(arrays, Files):
-        return FileSplit(arrays.paths, targets, arrays.side, arrays.in_chans, workers)
+        dataset = FolderDataset(
+            arrays.paths, targets, arrays.side, arrays.in_chans, arrays.crop_pct
+        )
+        return FileSplit(dataset, workers)
     return Split(torch.from_numpy(arrays.images), targets)
 
 

@@ -37,16 +37,19 @@ def default_workers() -> int:
 class FolderDataset(Dataset):
     """Sample i: the file `paths[i]` decoded as uint8 (in_chans, side, side), and its class id."""
 
-    def __init__(self, paths: np.ndarray, targets: torch.Tensor, side: int, in_chans: int):
+    def __init__(
+        self, paths: np.ndarray, targets: torch.Tensor, side: int, in_chans: int, crop_pct: float
+    ):
         self.paths, self.targets = paths, targets  # a numpy str array: no refcounts to copy
-        self.side, self.in_chans = side, in_chans
+        self.side, self.in_chans, self.crop_pct = side, in_chans, crop_pct
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         # Decoded as RGB and cut to in_chans, as the in-memory path stores it.
-        image = read_square(Path(self.paths[index]), self.side, "RGB")[: self.in_chans]
+        image = read_square(Path(self.paths[index]), self.side, "RGB", self.crop_pct)
+        image = image[: self.in_chans]
         return torch.from_numpy(np.ascontiguousarray(image)), self.targets[index]
 
 
@@ -94,10 +97,8 @@ class LazyImages:
 class FileSplit:
     """One split streamed from its files; `workers` decoding processes feed its batches."""
 
-    def __init__(
-        self, paths: np.ndarray, targets: torch.Tensor, side: int, in_chans: int, workers: int
-    ):
-        self.dataset = FolderDataset(paths, targets, side, in_chans)
+    def __init__(self, dataset: FolderDataset, workers: int):
+        self.dataset = dataset
         self.workers = workers
         self.loaders: dict[tuple, DataLoader] = {}  # kept, so that workers persist
 
@@ -121,9 +122,10 @@ class FileSplit:
     def subset(self, indices: torch.Tensor) -> FileSplit:
         index = torch.as_tensor(indices, dtype=torch.long)
         data = self.dataset
-        return FileSplit(
-            data.paths[index.numpy()], data.targets[index], data.side, data.in_chans, self.workers
+        chosen = FolderDataset(
+            data.paths[index.numpy()], data.targets[index], data.side, data.in_chans, data.crop_pct
         )
+        return FileSplit(chosen, self.workers)
 
     def to(self, device: torch.device) -> FileSplit:
         return self  # files are read when batches are asked for, and batches go to the device
