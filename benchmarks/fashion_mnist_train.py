@@ -12,11 +12,17 @@ Measures, on this machine, in fp32 with batch 128 and Adam 1e-3:
 
 Each variant trains `--samples` images (after 20 untimed warm-up steps) in its own subprocess;
 the two run interleaved `--repeats` times, because a shared machine is noisy, and the report gives
-the median and best images/s of each, the ratio of the medians, and PASS/FAIL per target.
-MB here means 2**20 bytes. Run it (`make bench` does the first):
+the median and best images/s of each, the ratio of the medians, and PASS/FAIL per target; and
+images per CPU second (the process's CPU time, user + system, which the other jobs of a loaded
+machine inflate much less than wall time; with one torch thread it is the work itself).
+`--profile STEPS` then runs STEPS more steps of each under torch.profiler and prints the step's
+time by kind (data, convolution, matmul, optimizer, ..., Python outside every operator), the
+kinds of benchmarks/profile_step.py. MB here means 2**20 bytes. Run it (`make bench` does the
+first):
 
     ZOO_DATA=/path/to/data .venv/bin/python benchmarks/fashion_mnist_train.py
     .venv/bin/python benchmarks/fashion_mnist_train.py --samples 3000 --repeats 1 --json out.json
+    .venv/bin/python benchmarks/fashion_mnist_train.py --threads 1 --profile 20
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 BATCH, LR, WARMUP_STEPS, MB = 128, 1e-3, 20, 2**20
+Wrap = Callable[[Iterator], Iterator]  # what the batch iterator goes through (a profiler label)
+Train = Callable[[int, Wrap], int]  # train(steps, wrap) -> images trained
 VARIANTS = ("zoo", "reference")
 TARGETS = {  # name -> (figure, comparison, bound)
     "zoo images/s": ("zoo_median", ">=", 5000.0),
@@ -60,7 +68,9 @@ def repeat_epochs(make_epoch: Callable[[], Iterable], steps: int) -> Iterator:
     return itertools.islice(epochs, steps)
 
 
-def run_zoo(steps: int, data_dir: str | None) -> dict:
+def zoo_loop(data_dir: str | None) -> tuple[Train, dict]:
+    """`train(steps, wrap)` of zoo's loop (it returns the images trained), and the dataset's
+    figures."""
     import torch
 
     import zoo
@@ -88,17 +98,16 @@ def run_zoo(steps: int, data_dir: str | None) -> dict:
             generator=generator, transform=transform, channels_last=config.channels_last,
         )  # fmt: skip
 
-    def train(count: int) -> dict:
-        return train_one_epoch(trainer, repeat_epochs(epoch, count))
+    def train(count: int, wrap: Wrap) -> int:
+        return train_one_epoch(trainer, wrap(repeat_epochs(epoch, count)))["images"]
 
-    train(WARMUP_STEPS)
-    timed = train(steps)
     splits = (data.train, data.val, data.test)
     extra = {"dataset_mb": sum(s.nbytes for s in splits) / MB, "dataset_rss_growth_mb": growth}
-    return {"images": timed["images"], "seconds": timed["seconds"], **extra}
+    return train, extra
 
 
-def run_reference(steps: int, data_dir: str | None) -> dict:
+def reference_loop(data_dir: str | None) -> tuple[Train, dict]:
+    """`train(steps, wrap)` of the reports' plain loop, and no figures."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -119,9 +128,9 @@ def run_reference(steps: int, data_dir: str | None) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True)
 
-    def train(count: int) -> int:
+    def train(count: int, wrap: Wrap) -> int:
         seen = 0
-        for images, targets in repeat_epochs(lambda: loader, count):
+        for images, targets in wrap(repeat_epochs(lambda: loader, count)):
             loss = F.cross_entropy(model(images), targets)
             optimizer.zero_grad()
             loss.backward()
@@ -130,20 +139,58 @@ def run_reference(steps: int, data_dir: str | None) -> dict:
         return seen
 
     model.train()
-    train(WARMUP_STEPS)
-    start = time.perf_counter()
-    images = train(steps)
-    return {"images": images, "seconds": time.perf_counter() - start}
+    return train, {}
 
 
-def child(variant: str, samples: int, data_dir: str | None, threads: int | None) -> None:
+def unwrapped(batches: Iterator) -> Iterator:
+    return batches
+
+
+def labelled(batches: Iterator) -> Iterator:
+    """`batches`, each one's making (slicing, augmentation, DataLoader) under a profiler label."""
+    from profile_step import DATA
+    from torch.profiler import record_function
+
+    batches = iter(batches)
+    while True:
+        with record_function(DATA):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
+def profile_steps(train: Train, steps: int) -> dict:
+    """torch.profiler over `steps` more steps: the share of each kind of work (profile_step.py's
+    kinds, the batches' making as "data"), and the time outside every operator (Python)."""
+    from profile_step import classify
+    from torch.profiler import profile
+
+    with profile(record_shapes=True) as prof:
+        start = time.perf_counter()
+        images = train(steps, labelled)
+        wall = time.perf_counter() - start
+    seconds, _ = classify(prof.events())
+    seconds = {kind: us / 1e6 for kind, us in seconds.items()}
+    seconds["outside operators"] = max(0.0, wall - sum(seconds.values()))
+    share = {kind: s / wall for kind, s in sorted(seconds.items(), key=lambda x: -x[1])}
+    return {"share": share, "ms_per_image": wall / images * 1e3}
+
+
+def child(variant: str, args: argparse.Namespace) -> None:
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
-    run = run_zoo if variant == "zoo" else run_reference
-    result = run(-(-samples // BATCH), data_dir)
-    result |= {"variant": variant, "images_per_second": result["images"] / result["seconds"]}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train, result = (zoo_loop if variant == "zoo" else reference_loop)(args.data_dir)
+    train(WARMUP_STEPS, unwrapped)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    images = train(-(-args.samples // BATCH), unwrapped)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    result |= {"variant": variant, "images": images, "seconds": seconds, "cpu_seconds": cpu_seconds}
+    result |= {"images_per_second": images / seconds, "images_per_cpu_second": images / cpu_seconds}
+    if args.profile:
+        result["profile"] = profile_steps(train, args.profile)
     result |= {"peak_rss_mb": peak_rss_mb(), "torch_threads": torch.get_num_threads()}
     print(json.dumps(result | {"torch_version": torch.__version__}), flush=True)
 
@@ -152,6 +199,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--samples", str(args.samples)]
     command += ["--data-dir", args.data_dir] if args.data_dir else []
     command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--profile", str(args.profile)] if args.profile else []
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     if proc.returncode:
         sys.exit(f"The {variant} variant failed:\n{proc.stderr}")
@@ -187,7 +235,16 @@ def summarise(runs: list[dict], run: dict) -> dict:
         figures[f"{variant}_median"] = statistics.median(rates)
         figures[f"{variant}_best"] = max(rates)
         figures[f"{variant}_peak_rss_mb"] = max(r["peak_rss_mb"] for r in mine)
+        cpu_rates = [r["images_per_cpu_second"] for r in mine]
+        figures[f"{variant}_cpu_median"] = statistics.median(cpu_rates)
+        profiles = [r["profile"] for r in mine if "profile" in r]
+        if profiles:
+            kinds = {kind for p in profiles for kind in p["share"]}
+            figures[f"{variant}_profile"] = {
+                kind: statistics.mean(p["share"].get(kind, 0.0) for p in profiles) for kind in kinds
+            }
     figures["ratio"] = figures["zoo_median"] / figures["reference_median"]
+    figures["cpu_ratio"] = figures["zoo_cpu_median"] / figures["reference_cpu_median"]
     figures["best_ratio"] = figures["zoo_best"] / figures["reference_best"]
     zoo_run = next(r for r in runs if r["variant"] == "zoo")
     figures |= {k: zoo_run[k] for k in ("dataset_mb", "dataset_rss_growth_mb")}
@@ -211,10 +268,21 @@ def report(figures: dict, environment: dict) -> None:
     console.print(table)
     console.print(
         f"zoo / reference: {figures['ratio']:.2f}x (medians), {figures['best_ratio']:.2f}x (best)"
+        f"\nimages per CPU second (process time, which other jobs' load inflates much less): zoo "
+        f"{figures['zoo_cpu_median']:,.0f}, reference {figures['reference_cpu_median']:,.0f}, "
+        f"{figures['cpu_ratio']:.2f}x"
         f"\ndataset: {figures['dataset_mb']:.1f} MB of tensors, RSS grew "
         f"{figures['dataset_rss_growth_mb']:.1f} MB loading it\n`zoo train` run: peak RSS "
         f"{figures['run_peak_rss_mb']:,.0f} MB in {figures['run_seconds']:.0f} s"
     )
+    if "zoo_profile" in figures:
+        shares = Table("share of the step (torch.profiler)", *VARIANTS)
+        kinds = sorted(figures["zoo_profile"].keys() | figures["reference_profile"].keys(),
+                       key=lambda kind: -figures["zoo_profile"].get(kind, 0.0))  # fmt: skip
+        for kind in kinds:
+            cells = (f"{figures[f'{v}_profile'].get(kind, 0.0):.1%}" for v in VARIANTS)
+            shares.add_row(kind, *cells)
+        console.print(shares)
     targets = Table("target", "value", "bound", "result")
     for name, (key, op, bound) in TARGETS.items():
         ok = figures["targets"][name]
@@ -238,10 +306,17 @@ def main() -> None:
     parser.add_argument("--run-limit-train", type=int, default=20000, help="`zoo train` images")
     parser.add_argument("--data-dir", help="data root (default: $ZOO_DATA or zoo's cache)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="then profile STEPS more steps of each run: the shares of the step",
+    )
     parser.add_argument("--json", type=Path, help="also write all figures to this file")
     args = parser.parse_args()
     if args.variant:
-        return child(args.variant, args.samples, args.data_dir, args.threads)
+        return child(args.variant, args)
     load = os.getloadavg()
     runs = [run_variant(v, args) for _ in range(args.repeats) for v in VARIANTS]
     figures = summarise(runs, full_run(args))

@@ -177,6 +177,23 @@ def save_training_state(path: Path, trainer, generator: torch.Generator, progres
     atomic_save(path, tensors, {"format": STATE_FORMAT, "state": json.dumps(document)})
 
 
+def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments, SGD's momentum) its parameter's
+    memory format again: the file holds them contiguous, and the fused optimizers walk a
+    parameter and its state in memory order, so a channels-last weight with a contiguous
+    moment would be updated from the wrong elements."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == param.shape
+                    and value.stride() != param.stride()
+                ):
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def read_state_progress(path: Path) -> dict:
     """The loop's progress (epoch, step, history, best score) saved in a training state, read
     from its metadata without loading a tensor."""
@@ -213,6 +230,7 @@ def load_training_state(path: Path, trainer, generator: torch.Generator) -> dict
         }
         model.load_state_dict(weights)
         optimizer.load_state_dict(join_state(document["optimizer"], tensors))
+        match_parameter_layouts(optimizer)
         if scheduler is not None:
             scheduler.load_state_dict(document["scheduler"])
         if document["scaler"]:
