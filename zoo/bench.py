@@ -198,12 +198,22 @@ def measure_into(row: dict, model_name: str, setting: Setting) -> None:
     from zoo.config import TrainConfig
     from zoo.data.base import get_dataset_info
     from zoo.registry import create_model, get_model_entry
-    from zoo.runtime import autocast, place_model, resolve_device, resolve_precision, synchronize
+    from zoo.runtime import (
+        autocast,
+        check_compile,
+        compile_model,
+        place_model,
+        resolve_device,
+        resolve_precision,
+        synchronize,
+    )
     from zoo.train import compute_loss, make_trainer, train_step
 
     entry = get_model_entry(model_name)
     info = get_dataset_info(row["dataset"])
     device = resolve_device(setting.device)
+    if setting.compile:
+        check_compile(device)
     precision = resolve_precision(device, setting.amp, setting.amp_dtype)
     _, height, width = map(int, row["input_shape"].split("x"))
     batch = row["batch_size_asked"]
@@ -223,7 +233,7 @@ def measure_into(row: dict, model_name: str, setting: Setting) -> None:
 
     if setting.mode == "infer":
         model.eval()
-        runner = torch.compile(model) if setting.compile else model
+        runner = compile_model(model, frozen=True) if setting.compile else model
 
         @torch.inference_mode()
         def step(images, targets):
@@ -273,6 +283,8 @@ def measure_into(row: dict, model_name: str, setting: Setting) -> None:
                 raise
             batch //= 2
             row["oom_retried"] = True
+            if setting.compile and setting.mode == "train":
+                trainer.compiled_batch_size = batch  # the new full batch: it compiles
             torch.cuda.empty_cache()
     row["batch_size"] = batch
     row["compile_seconds"] = first if setting.compile else None

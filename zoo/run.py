@@ -39,7 +39,15 @@ from zoo.evaluate import score_run
 from zoo.loggers import make_loggers
 from zoo.progress import phase, reporting
 from zoo.registry import create_model, get_model_entry
-from zoo.runtime import Precision, place_model, resolve_device, resolve_precision
+from zoo.runtime import (
+    Precision,
+    check_compile,
+    compile_failures_explained,
+    compile_warning,
+    place_model,
+    resolve_device,
+    resolve_precision,
+)
 from zoo.train import Callback, Loop, fit
 
 # The fields `--resume` may be given with other values than the run's: where the data is, how
@@ -102,11 +110,16 @@ def check_recipe(
 def prepare(config: TrainConfig, task: str, console: Console, ranks: Ranks) -> Setup:
     """Device, precision, data and the seeded model of a resolved `config`."""
     device = resolve_device(config.device)
+    if config.compile:
+        check_compile(device)
     if device.type == "cuda" and ranks.distributed:
         device = torch.device("cuda", ranks.local_rank)
     precision = resolve_precision(device, config.amp, config.amp_dtype)
     if precision.warning and ranks.is_main:
         warn(console, precision.warning)
+    slower = compile_warning(config.model, device) if config.compile else None
+    if slower and ranks.is_main:
+        warn(console, slower)
     with reporting(console if ranks.is_main else None):
         data = load_dataset(
             config.dataset,
@@ -319,6 +332,8 @@ def run(
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_ctrl_c())
         stack.enter_context(reporting(console if ranks.is_main else None))
+        if setup.config.compile:
+            stack.enter_context(compile_failures_explained(setup.config.model))
         if ranks.is_main:
             stack.enter_context(results.RunLock(record.run_dir))
             results.write_config(record)  # a resumed run's epochs may have grown

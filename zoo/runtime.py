@@ -83,6 +83,89 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
     return model.to(device, memory_format=memory_format(channels_last))
 
 
+# Compiled / eager training images/s on the CPU, compile time not included: the median of the
+# interleaved rounds of `benchmarks/compile_cpu.py --threads 1 --model NAME` (fp32, channels-last,
+# zoo's default batch; segmentation at --img-size 128), 2026-12-02, torch 2.14.1, on the 2-core
+# AMD EPYC VM running two trainings (load average 4-11). Only measured entries; see
+# docs/benchmarks.md, "--compile on the CPU", for the table and why.
+CPU_COMPILE_SPEED = {
+    "baseline-cnn": 0.48,
+    "wide-leaky-cnn": 0.74,
+    "unet-small": 0.89,
+    "strided-net": 0.98,
+    "fcn": 0.94,
+}
+
+
+def check_compile(device: torch.device) -> None:
+    """A ZooError, one sentence, where torch.compile cannot run on `device`: a Python it does not
+    support, no C++ compiler for its CPU kernels, no Triton for its GPU kernels."""
+    from torch._dynamo.eval_frame import check_if_dynamo_supported
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch.utils._triton import has_triton
+
+    try:
+        check_if_dynamo_supported()
+    except RuntimeError as error:
+        raise ZooError(f"--compile cannot run here ({error}); train without it.") from None
+    if device.type == "cpu":
+        try:
+            get_cpp_compiler()
+        except RuntimeError:
+            raise ZooError(
+                "--compile on the CPU needs a C++ compiler to build torch.compile's kernels and "
+                "none was found; install g++ (or set CXX to one), or train without --compile."
+            ) from None
+    elif not has_triton():
+        raise ZooError(
+            "--compile on a GPU needs Triton to build torch.compile's kernels and it is not "
+            "installed; pip install triton, or train without --compile."
+        )
+
+
+def compile_warning(model_name: str, device: torch.device) -> str | None:
+    """Why --compile would slow this model down on `device`, where it was measured to."""
+    speed = CPU_COMPILE_SPEED.get(model_name)
+    if device.type != "cpu" or speed is None or speed >= 1:
+        return None
+    return (
+        f"--compile on the CPU trained {model_name} at {speed:.2f}x the speed of eager in "
+        "benchmarks/compile_cpu.py, before its compile time (docs/benchmarks.md); drop "
+        "--compile to train faster."
+    )
+
+
+@contextlib.contextmanager
+def compile_failures_explained(model_name: str):
+    """torch.compile failing to build `model_name`'s kernels (a C++ compiler that does not work,
+    Python headers missing, ...) as a one-sentence ZooError instead of its traceback."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    try:
+        yield
+    except BackendCompilerFailed as error:
+        inner = error.inner_exception
+        lines = str(inner).strip().splitlines()
+        reason = f"{type(inner).__name__}: {lines[0] if lines else ''}"[:200]
+        raise ZooError(
+            f"--compile could not build {model_name}'s kernels ({reason}); fix the compiler "
+            "setup, or train without --compile."
+        ) from None
+
+
+def compile_model(model: torch.nn.Module, *, frozen: bool = False) -> torch.nn.Module:
+    """`model` in torch.compile, specialised to the shape it first sees: zoo runs a compiled
+    model on full training batches only (see zoo.train.train_step), so another shape (the
+    bench's halved batch after running out of memory) gets kernels of its own instead of
+    switching every later step to shape-generic ones.
+
+    `frozen`: for inference with weights that will not change again (the bench's infer rows),
+    inductor's `freezing` folds them into the graph as constants (on the CPU: convolution
+    weights packed once for oneDNN), which the inference graph of a training model cannot do.
+    """
+    return torch.compile(model, dynamic=False, options={"freezing": True} if frozen else None)
+
+
 def wrap_for_training(
     model: torch.nn.Module, *, compile: bool = False, ddp_device: torch.device | None = None
 ) -> torch.nn.Module:
@@ -94,7 +177,7 @@ def wrap_for_training(
 
         device_ids = [ddp_device.index] if ddp_device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=device_ids)
-    return torch.compile(model) if compile else model
+    return compile_model(model) if compile else model
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

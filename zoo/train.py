@@ -13,6 +13,7 @@ divergence check and Ctrl-C across them, so every process sees the same history.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -72,9 +73,9 @@ def compute_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: f
 class Trainer:
     """Everything an optimisation step needs, built once by `make_trainer`."""
 
-    model: torch.nn.Module  # the plain module, whose weights are checkpointed
+    model: torch.nn.Module  # the plain module: checkpointed, and what validates
     step_model: torch.nn.Module  # what runs the steps: model, in DDP and/or torch.compile
-    eval_model: torch.nn.Module  # what validates: model, compiled if asked, never in DDP
+    compiled_batch_size: int | None  # the batch torch.compile runs (None: not compiled)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     scaler: torch.amp.GradScaler
@@ -105,13 +106,10 @@ def make_trainer(
     step_model = wrap_for_training(
         model, compile=config.compile, ddp_device=device if ranks.distributed else None
     )
-    eval_model = (
-        wrap_for_training(model, compile=config.compile) if ranks.distributed else step_model
-    )
     return Trainer(
         model=model,
         step_model=step_model,
-        eval_model=eval_model,
+        compiled_batch_size=config.batch_size // ranks.world_size if config.compile else None,
         optimizer=optimizer,
         scheduler=build_scheduler(config, optimizer, config.epochs * steps_per_epoch),
         scaler=torch.amp.GradScaler(
@@ -127,8 +125,15 @@ def train_step(
     trainer: Trainer, images: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step: forward under autocast, fp32 loss, (scaled) backward, optimizer
-    and schedule step. Returns (loss, logits), still on the device."""
-    with autocast(trainer.device, trainer.precision):
+    and schedule step. Returns (loss, logits), still on the device.
+
+    Under --compile, a smaller batch (an epoch's last) runs eagerly: compiling its shape would
+    cost more than the one step it serves.
+    """
+    compiled = trainer.compiled_batch_size
+    smaller = compiled is not None and len(images) < compiled
+    eager = torch.compiler.set_stance("force_eager") if smaller else contextlib.nullcontext()
+    with autocast(trainer.device, trainer.precision), eager:
         logits = trainer.step_model(images)
     loss = compute_loss(logits, targets, trainer.label_smoothing)
     trainer.optimizer.zero_grad(set_to_none=True)
@@ -405,7 +410,7 @@ def run_epochs(loop: Loop, data: Splits, callbacks: list[Callback], stop: StopOn
             trainer, batches, epoch=epoch, on_log=on_log, stop=stop, ranks=ranks
         )
         counts = validation_counts(
-            trainer.eval_model, val_shard if ranks.distributed else data.val, info,
+            trainer.model, val_shard if ranks.distributed else data.val, info,
             device=trainer.device, precision=trainer.precision,
             batch_size=config.eval_batch_size, channels_last=config.channels_last,
         )  # fmt: skip
