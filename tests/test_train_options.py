@@ -147,7 +147,7 @@ UNFUSED = {  # torch's per-parameter loop, with the hyperparameters build_optimi
 @pytest.mark.parametrize("optimizer", UNFUSED)
 def test_the_optimizer_is_fused_and_steps_as_the_unfused_one(optimizer):
     """One fused kernel for every parameter (torch's CPU default is a Python loop of ops per
-    parameter, 4x slower for Adam): the same steps, to rounding."""
+    parameter): the same steps, to rounding."""
     fused, unfused = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3)
     unfused.load_state_dict(fused.state_dict())
     initial = {name: weight.clone() for name, weight in fused.state_dict().items()}
