@@ -79,7 +79,7 @@ TARGETS = {
             )
         ),
     ),
-    "splits": Target("zoo/data/splits.py", ("*",), ("tests/test_data.py",)),
+    "splits": Target("zoo/data/splits.py", ("*",), ("tests/test_data.py", "tests/test_splits.py")),
     "sweep-objective": Target(
         "zoo/sweep.py",
         ("x_objective", "x_make_pruner", "x_warmup_epochs", "x_make_pruning_callback", "x_counted"),

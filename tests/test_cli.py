@@ -200,6 +200,26 @@ def test_metrics_table_fits_80_columns(committed_baseline_record):
     assert "overall" in text
 
 
+def test_study_table_fits_80_columns_with_every_figure_whole():
+    from rich.console import Console
+
+    rows = [
+        {"trial": 10, "state": "complete", "value": 0.933517, "epochs": 30, "batch_size": 64,
+         "lr": 0.000574412, "weight_decay": 0.0134878, "augment": True, "label_smoothing": 0.1235},
+        {"trial": 11, "state": "pruned", "value": 0.88321, "epochs": 1, "batch_size": 256,
+         "lr": 0.00297306, "weight_decay": 2.692e-05, "augment": False, "label_smoothing": 0.0},
+    ]  # fmt: skip
+    console = Console(width=80, file=io.StringIO())
+    for part in tables.study_table(rows, "study s: val_accuracy (MAXIMIZE)", width=80):
+        console.print(part)
+    text = console.file.getvalue()
+    assert_fits(text)
+    assert re.search(r"│ +10 │ complete │ +0\.9335 │ +30 │ +64 │ +0\.0005744 │ +0\.01349 │", text)
+    assert re.search(r"│ +11 │ pruned +│ +0\.8832 │ +1 │ +256 │ +0\.002973 │ +2\.692e-05 │", text)
+    assert "weight" in text and "decay" in text, "a searched option's name wraps at its _"
+    assert "Not shown at this width: label smoothing (widen the terminal)." in text
+
+
 @pytest.mark.parametrize("model", ["baseline-cnn", "unet-small"])
 def test_summary_is_a_torchinfo_layer_table_at_80_columns(model):
     result = runner.invoke(app, ["summary", model], env=NARROW)

@@ -237,7 +237,8 @@ def show_study(name: str, storage: str | None, out_dir: str | Path) -> None:
     from zoo.sweep import report_study
 
     report = report_study(name, storage, out_dir)
-    out.print(tables.study_table(report.rows, report.title))
+    for part in tables.study_table(report.rows, report.title, width=out.width):
+        out.print(part)
     for line in report.lines:
         say(line)
 

@@ -565,11 +565,13 @@ def fitted_table(
     width: int,
     wrap: tuple = (),
     first: tuple = FIRST_COLUMNS,
+    wider: str = "widen the terminal, or use --format markdown or csv",
 ) -> list:
     """A rich Table of `header`/`body` no wider than `width`, with no number or name split
     across lines: recipes longer than a key become keys (a, b, ...) explained under the
     table, only the `wrap` columns wrap (at spaces), and the columns that do not fit are left
-    out and named under the table. Returns the table and its notes."""
+    out and named under the table, with `wider`: how to see them. Returns the table and its
+    notes."""
     import textwrap
 
     from rich.table import Table
@@ -614,7 +616,7 @@ def fitted_table(
         name = header[i]
         table.add_column(
             textwrap.fill(name, widths[i]) if name not in wrap else name,
-            justify="left" if name in ("run", "model", "recipe", *wrap) else "right",
+            justify="left" if name in ("run", "model", "recipe", "state", *wrap) else "right",
             no_wrap=name not in wrap,
             min_width=widths[i],
         )
@@ -622,10 +624,7 @@ def fitted_table(
         table.add_row(*(cells[i] for i in kept))
     left_out = [header[i] for i in range(len(header)) if i not in kept]
     if left_out:
-        notes.append(
-            f"Not shown at this width: {', '.join(left_out)} (widen the terminal, or use "
-            "--format markdown or csv)."
-        )
+        notes.append(f"Not shown at this width: {', '.join(left_out)} ({wider}).")
     return [table, *(Text(note) for note in notes)]
 
 

@@ -12,7 +12,6 @@ import json
 import re
 
 from rich.table import Table
-from rich.text import Text
 
 COLUMN_LABELS = {"accuracy": "acc", "ap": "AP", "iou": "IoU"}  # "val acc", "test AP", ...
 
@@ -143,15 +142,17 @@ def model_summary(name: str, batch_size: int = 1, input_size: int | None = None,
     return re.sub(r"Units\.([A-Z]+)", lambda match: Units[match[1]].value, str(stats))
 
 
-def study_table(rows: list[dict], title: str) -> Table:
-    """`zoo sweep show`'s trials, one row each (columns: every key any row has)."""
-    table = Table(title=title)
+def study_table(rows: list[dict], title: str, width: int = 80) -> list:
+    """`zoo sweep show`'s trials, one row each (columns: every key any row has), no wider than
+    `width`: the searched options' names wrap at their underscores, and the columns that still
+    do not fit are named under the table (compare.fitted_table). Returns the table and notes."""
+    from zoo.compare import fitted_table
+
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    for column in columns:
-        table.add_column(column, justify="left" if column == "state" else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*(format_cell(row.get(column)) for column in columns))
-    return table
+    header = [column.replace("_", " ") for column in columns]
+    body = [[format_cell(row.get(column)) for column in columns] for row in rows]
+    first = ("trial", "state", "value", "epochs")
+    return fitted_table(title, header, body, width, first=first, wider="widen the terminal")
 
 
 # ----------------------------------------------------------------------------- published weights
@@ -226,12 +227,8 @@ def weights_tables(rows: list[dict], width: int = 80) -> list:
             )  # fmt: skip
         title = f"{dataset} ({chosen[0]['task']}, test split)"
         first = ("model", scores[0], "size", "recipe")
-        for part in fitted_table(title, header, body, width, wrap=("size",), first=first):
-            if isinstance(part, Text) and part.plain.startswith(
-                "Not shown"
-            ):  # zoo weights' formats
-                part = Text(part.plain.replace("--format markdown or csv", "--format csv or json"))
-            parts.append(part)
+        wider = "widen the terminal, or use --format csv or json"
+        parts += fitted_table(title, header, body, width, wrap=("size",), first=first, wider=wider)
     return parts
 
 

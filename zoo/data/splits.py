@@ -137,12 +137,13 @@ BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple]
 
 def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """Rank `rank`'s share of a permutation, as DistributedSampler takes it: the order padded
-    with its own head to a multiple of `world_size`, then every `world_size`-th index."""
+    with its own head to a multiple of `world_size` (repeated, when the order is shorter than the
+    padding), then every `world_size`-th index. Every rank gets the same count."""
     if world_size == 1:
         return order
     padding = -len(order) % world_size
     if padding:
-        order = torch.cat([order, order[:padding]])
+        order = torch.cat([order, order.repeat(-(-padding // len(order)))[:padding]])
     return order[rank::world_size]
 
 
