@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from test_train import run_folders
 
 from zoo import results
@@ -157,3 +158,38 @@ def test_a_two_process_run_resumes_with_two_processes(tiny_root, tmp_path, proce
     assert [row["epoch"] for row in record.history] == [1, 2]
     assert record.distributed["world_size"] == 2
     assert json.loads((run_dir / "config.json").read_text())["config"]["epochs"] == 2
+
+
+def test_a_two_process_stream_run_resumes_exactly(tmp_path, processes):
+    """--data-mode stream under two processes: each rank reads its DistributedSampler shard in
+    its own decoding worker, and a run stopped after epoch 1 and resumed ends with the weights
+    and history of the run that was not stopped (the sampler's epoch and seeds restored)."""
+    from safetensors.torch import load_file
+    from test_imagefolder import write_folder
+
+    root = write_folder(tmp_path / "pets", per_class=6)
+    recipe = ["train", "baseline-cnn", "--dataset", f"imagefolder:{root}", "--img-size", "12"]
+    recipe += ["--batch-size", "4", "--augment", "--schedule", "none", "--seed", "5"]
+    recipe += ["--data-mode", "stream", "--data-workers", "1", "--nproc", "2"]
+    runs = {}
+    for name, epochs in {"whole": "2", "resumed": "1"}.items():
+        result = processes.zoo(*recipe, "--epochs", epochs, "--out", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        (runs[name],) = run_folders(tmp_path / name)
+    again = ["train", "--resume", str(runs["resumed"]), "--epochs", "2", "--nproc", "2"]
+    result = processes.zoo(*again)
+    assert result.returncode == 0, result.stderr
+    whole, resumed = (results.read_record(runs[name]) for name in ("whole", "resumed"))
+    assert whole.distributed["world_size"] == resumed.distributed["world_size"] == 2
+    assert json.loads((runs["whole"] / "metrics.json").read_text())["input"]["data_mode"] == (
+        "stream"
+    )
+    timing = ("epoch_seconds", "train_images_per_second")
+
+    def scores(record):
+        return [{k: v for k, v in row.items() if k not in timing} for row in record.history]
+
+    assert resumed.resumed == [1] and scores(resumed) == scores(whole)
+    expected, found = (load_file(runs[name] / "last.safetensors") for name in runs)
+    assert expected.keys() == found.keys()
+    assert all(torch.equal(expected[k], found[k]) for k in expected), "resumed weights differ"
