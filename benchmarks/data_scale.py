@@ -1,11 +1,14 @@
 """Memory vs stream on synthetic ImageFolders of 256-px JPEGs (issue 22, part 3).
 
     python benchmarks/data_scale.py rss --sizes 2000,8000,32000      # peak RSS, one epoch
+    python benchmarks/data_scale.py rss --limit-train 1024           # ... of 1,024 images
     python benchmarks/data_scale.py wait --size 2000 --workers 0,1,2 # data wait share of a step
 
 `rss`: peak RSS of `zoo train baseline-cnn --img-size 224 --epochs 1` per folder size and
 mode, each in a fresh process (`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`, the largest
-process: the trainer; workers are smaller). `wait`: the share of each training step spent
+process: the trainer; workers are smaller). `--limit-train N` trains that epoch on N images
+only: the whole folder is still decoded or indexed, and the whole val and test splits
+evaluated. `wait`: the share of each training step spent
 waiting for the next batch, over `--steps` steps after two of warm-up, per model and workers.
 The folders are made by this script in `--root` (kept, so a second call reuses them).
 """
@@ -43,7 +46,7 @@ def make_folder(root: Path, count: int, side: int = 256) -> Path:
     return folder
 
 
-def peak_rss(folder: Path, mode: str, out: Path, workers: int) -> dict:
+def peak_rss(folder: Path, mode: str, out: Path, workers: int, limit: int | None) -> dict:
     """One epoch of baseline-cnn at 224 px in a fresh process; its peak RSS and seconds."""
     command = [
         sys.executable,
@@ -65,7 +68,7 @@ def peak_rss(folder: Path, mode: str, out: Path, workers: int) -> dict:
         str(workers),
         "--out",
         str(out),
-    ]
+    ] + (["--limit-train", str(limit)] if limit else [])
     # A fresh parent per run: RUSAGE_CHILDREN's maximum never goes down within one process.
     wrapper = (
         "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True,"
@@ -148,6 +151,7 @@ def main() -> None:
     parser.add_argument("--models", default="baseline-cnn,timm/resnet18")
     parser.add_argument("--workers", default="0,1,2")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--root", type=Path, default=Path("/tmp/zoo-data-scale"))
     args = parser.parse_args()
     os.environ.setdefault("ZOO_CACHE", str(args.root / "cache"))
@@ -156,8 +160,9 @@ def main() -> None:
             folder = make_folder(args.root, size)
             for mode in args.modes.split(","):
                 workers = int(args.workers.split(",")[-1])
-                row = peak_rss(folder, mode, args.root / "runs", workers)
-                print(json.dumps({"images": size, "workers": workers, **row}), flush=True)
+                row = peak_rss(folder, mode, args.root / "runs", workers, args.limit_train)
+                facts = {"images": size, "workers": workers, "limit_train": args.limit_train}
+                print(json.dumps({**facts, **row}), flush=True)
     else:
         folder = make_folder(args.root, args.size)
         for model in args.models.split(","):

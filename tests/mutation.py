@@ -76,6 +76,7 @@ TARGETS = {
                 "mean_and_std_are_over_the_runs_that_have_the_score",
                 "versus_baseline_needs_another_row_with_scores_on_both_sides",
                 "per_class_is_the_mean_over_the_runs_that_have_the_class",
+                "welchs_p_value_needs_two_runs_a_side_and_no_more",
             )
         ),
     ),

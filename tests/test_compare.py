@@ -329,6 +329,14 @@ def test_versus_baseline_needs_another_row_with_scores_on_both_sides():
     assert same["spread"] == 0.0 and same["exceeds_spread"] is False
 
 
+@pytest.mark.parametrize(
+    "mine,theirs", [((0.90, 0.92), (0.85, 0.86)), ((0.90, 0.92, 0.91), (0.85, 0.86))]
+)
+def test_welchs_p_value_needs_two_runs_a_side_and_no_more(mine, theirs):
+    versus = row_of(*mine, baseline=row_of(*theirs)).versus_baseline()
+    assert versus["p_value"] == pytest.approx(ttest_ind(mine, theirs, equal_var=False).pvalue)
+
+
 class ClassScored:
     """A run as Row.per_class reads it: per-class test APs for some of its classes."""
 
