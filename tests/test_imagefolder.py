@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from zoo import bench
 from zoo.cli import app
-from zoo.config import TrainConfig
+from zoo.config import TrainConfig, default_eval_batch
 from zoo.data import imagefolder, load_dataset
 from zoo.data.base import get_dataset_info, run_data_options
 from zoo.data.images import read_image, read_square
@@ -263,6 +263,22 @@ def test_a_path_that_is_not_a_folder_is_one_sentence(tmp_path):
             load_dataset(f"imagefolder:{path}")
 
 
+def test_the_evaluation_batch_holds_about_the_pixels_of_1024_fashion_mnist_images():
+    assert [default_eval_batch("classification", side) for side in (None, 28, 32, 64, 224)] == [
+        1024, 1024, 784, 196, 32,
+    ]  # fmt: skip
+    assert default_eval_batch("classification", 1024) == 32, "never fewer than 32"
+    assert default_eval_batch("segmentation", 512) == 16
+
+    def resolved(**options):
+        return TrainConfig(model="baseline-cnn", **options).resolve("classification", "f-mnist")
+
+    assert resolved().eval_batch_size == 1024
+    assert resolved(dataset="imagefolder:/x", img_size=224).eval_batch_size == 32
+    assert resolved(dataset="imagefolder:/x").eval_batch_size is None, "the side is not known yet"
+    assert resolved(img_size=224, eval_batch_size=1024).eval_batch_size == 1024, "as given"
+
+
 def test_img_size_on_a_named_dataset_is_refused(tmp_path):
     with pytest.raises(ZooError, match="--img-size is for imagefolder:PATH datasets"):
         get_dataset_info("fashion-mnist", img_size=32)
@@ -305,6 +321,7 @@ def test_train_eval_predict_compare_and_bench_on_an_imagefolder_run(tmp_path):
     config = json.loads((run_dir / "config.json").read_text())["config"]
     side = config["img_size"]
     assert side == metrics["input"]["image_size"][0], "the default size is recorded"
+    assert config["eval_batch_size"] == default_eval_batch("classification", side), "then set"
     per_class = metrics["test"]["per_class"]
     assert list(per_class) == list(CLASSES) or list(next(iter(per_class.values()))) == list(CLASSES)
 

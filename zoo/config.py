@@ -57,6 +57,18 @@ TASK_DEFAULTS = {
     "classification": {"batch_size": 128, "eval_batch_size": 1024},
     "segmentation": {"batch_size": 8, "eval_batch_size": 16},
 }
+
+
+def default_eval_batch(task: str, side: int | None) -> int:
+    """Images per evaluation pass when --eval-batch-size is not given: TASK_DEFAULTS' 1024 for
+    classification up to 28x28, and for larger images as many as hold the same pixels, at
+    least 32 (224 px: 32; at 1024 a 224-px baseline-cnn pass took over 10 GB), segmentation 16."""
+    base = TASK_DEFAULTS[task]["eval_batch_size"]
+    if task != "classification" or side is None or side <= 28:
+        return base
+    return max(32, base * 28 * 28 // (side * side))
+
+
 # Old run records -> today's names. `pretrained` meant ImageNet weights; now that zoo's own
 # published weights are `zoo.create_model(name, pretrained=True)`, the recipe says `imagenet`.
 RENAMED_FIELDS = {"skip_bad": "skip_bad_samples", "pretrained": "imagenet"}
@@ -131,7 +143,7 @@ class TrainConfig:
     split_seed: int = option(0, "Seed of the validation split only, so all runs share it.")
     limit_train: int | None = option(None, "Train on the first N training images only.")
     eval_batch_size: int | None = option(
-        None, "Images per evaluation pass; default 1024, segm. 16."
+        None, "Images per evaluation pass; default 1024 at 28 px (fewer when larger), segm. 16."
     )
     label_smoothing: float = option(0.0, "Cross-entropy label smoothing of the training loss.")
     skip_bad_samples: bool = option(
@@ -246,12 +258,15 @@ class TrainConfig:
             raise ZooError(
                 f"--crop-size is for segmentation models and {self.model} classifies; drop it."
             )
-        defaults = TASK_DEFAULTS[task]
+        dataset = self.dataset or default_dataset
+        # A folder's side is known only once it is read: run.prepare fills the batch in then.
+        side_unknown = self.img_size is None and dataset.startswith("imagefolder:")
         return dataclasses.replace(
             self,
-            dataset=self.dataset or default_dataset,
-            batch_size=self.batch_size or defaults["batch_size"],
-            eval_batch_size=self.eval_batch_size or defaults["eval_batch_size"],
+            dataset=dataset,
+            batch_size=self.batch_size or TASK_DEFAULTS[task]["batch_size"],
+            eval_batch_size=self.eval_batch_size
+            or (None if side_unknown else default_eval_batch(task, self.img_size)),
         )
 
     def to_dict(self) -> dict:

@@ -30,7 +30,7 @@ from rich.console import Console
 from zoo import results
 from zoo.callbacks import ConsoleProgress, ResumeFrom, RunWriter
 from zoo.checkpoint import BEST, LAST, STATE, load_weights, read_state_progress
-from zoo.config import TRACKING_FIELDS, TrainConfig, parse_seeds, to_flags
+from zoo.config import TRACKING_FIELDS, TrainConfig, default_eval_batch, parse_seeds, to_flags
 from zoo.data.base import run_data_options
 from zoo.data.splits import Splits, load_dataset
 from zoo.distributed import ONE_PROCESS, Ranks, launch
@@ -134,6 +134,9 @@ def prepare(config: TrainConfig, task: str, console: Console, ranks: Ranks) -> S
         check_recipe(config, data, task, device, ranks)
         if data.info.crop_pct is not None and config.img_size is None:  # recorded, for eval
             config = dataclasses.replace(config, img_size=data.info.image_size[0])
+        if config.eval_batch_size is None:  # a folder's side is known now
+            side = data.info.image_size[0]
+            config = dataclasses.replace(config, eval_batch_size=default_eval_batch(task, side))
         if device.type == "cuda":
             data = data.to(device)
         torch.manual_seed(config.seed)
