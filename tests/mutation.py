@@ -84,7 +84,19 @@ TARGETS = {
     "sweep-objective": Target(
         "zoo/sweep.py",
         ("x_objective", "x_make_pruner", "x_warmup_epochs", "x_make_pruning_callback", "x_counted"),
-        ("tests/test_sweep.py",),
+        # the tests that check these functions' results (the rest of test_sweep.py parses
+        # spaces, or starts worker processes and database servers: minutes, for no more coverage)
+        tuple(
+            f"tests/test_sweep.py::test_{name}"
+            for name in (
+                "no_trial_is_pruned_in_the_first_third_of_the_shortest_one",
+                "a_trials_value_is_its_best_epochs_not_its_last",
+                "a_metric_no_epoch_reports_is_refused_before_any_trial",
+                "the_median_pruner_waits_for_5_completed_trials_and_a_third_of_the_epochs",
+                "a_pruned_trial_stops_after_its_epoch_as_a_pruned_record",
+                "a_tiny_sweep_runs_tagged_trials_shows_the_best_and_goes_on",
+            )
+        ),
     ),
     "optimizer-schedule": Target(
         "zoo/train.py",
