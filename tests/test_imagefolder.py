@@ -263,6 +263,15 @@ def test_a_path_that_is_not_a_folder_is_one_sentence(tmp_path):
             load_dataset(f"imagefolder:{path}")
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 256])
+def test_channel_sums_are_exact_integers_whatever_the_chunk(chunk):
+    images = np.random.default_rng(0).integers(0, 256, (50, 3, 9, 7), dtype=np.uint8)
+    (sums, squares), pixels = imagefolder.channel_sums(images, chunk=chunk)
+    wide = images.astype(np.int64)
+    assert sums.tolist() == wide.sum(axis=(0, 2, 3)).tolist()
+    assert squares.tolist() == (wide**2).sum(axis=(0, 2, 3)).tolist() and pixels == 50 * 9 * 7
+
+
 def test_the_evaluation_batch_holds_about_the_pixels_of_1024_fashion_mnist_images():
     assert [default_eval_batch("classification", side) for side in (None, 28, 32, 64, 224)] == [
         1024, 1024, 784, 196, 32,

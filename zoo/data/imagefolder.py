@@ -298,14 +298,16 @@ def split(
     return splits
 
 
-def channel_sums(images: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+def channel_sums(images: np.ndarray, chunk: int = 256) -> tuple[tuple[np.ndarray, np.ndarray], int]:
     """((per-channel sum of the uint8 values, sum of their squares), pixels per channel): exact
-    integers, from 256-bin histograms (no float copy of the images)."""
+    integers, from 256-bin histograms of `chunk` images at a time (np.bincount casts its input
+    to int64: over a whole split at once, that copy was 2.7 times the split's own bytes)."""
+    counts = np.zeros((images.shape[1], 256), dtype=np.int64)
+    for start in range(0, len(images), chunk):
+        for c in range(images.shape[1]):
+            counts[c] += np.bincount(images[start : start + chunk, c].ravel(), minlength=256)
     levels = np.arange(256, dtype=np.int64)
-    counts = [np.bincount(images[:, c].ravel(), minlength=256) for c in range(images.shape[1])]
-    sums = np.array([(n * levels).sum() for n in counts], dtype=np.int64)
-    squares = np.array([(n * levels**2).sum() for n in counts], dtype=np.int64)
-    return (sums, squares), int(images[:, 0].size)
+    return (counts @ levels, counts @ levels**2), int(images[:, 0].size)
 
 
 def stats_from_sums(
