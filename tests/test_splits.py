@@ -292,3 +292,20 @@ def test_bad_files_left_out_on_request_are_listed(facade_root):
     data = load_dataset("mini-facade", facade_root, skip_bad=True)
     assert len(data.train) + len(data.val) == 23
     assert len(data.skipped) == 1 and str(photo) in data.skipped[0]
+
+
+def test_the_default_split_seed_is_0(tiny_root):
+    def val_images(**seed):
+        return load_dataset("fashion-mnist", tiny_root, **seed).val.images
+
+    assert torch.equal(val_images(), val_images(split_seed=0))
+    assert not torch.equal(val_images(), val_images(split_seed=1))
+
+
+def test_download_off_reaches_the_loader(tmp_path, monkeypatch):
+    def online(url, timeout=None):
+        raise AssertionError(f"download=False fetched {url}")
+
+    monkeypatch.setattr("urllib.request.urlopen", online)
+    with pytest.raises(ZooError, match="missing from"):
+        load_dataset("fashion-mnist", tmp_path, download=False)
