@@ -37,6 +37,8 @@ RGB = DatasetInfo(
     std=(0.2, 0.25, 0.5),
 )
 
+GREY = DatasetInfo("grey", "classification", tuple("abcde"), 1, (4, 4), (0.5,), (0.25,))
+
 
 def numbered_split(count: int = 10, chans: int = 3) -> Split:
     """Image i is filled with the value i and its target is i: a batch says which it holds."""
@@ -198,10 +200,9 @@ def test_streamed_batches_equal_the_in_memory_ones(tmp_path):
     streamed = FileSplit(FolderDataset(paths, targets, 4, 1, 1.0), workers=0)
     held = Split(torch.stack([torch.full((1, 4, 4), 10 * i, dtype=torch.uint8) for i in range(5)]),
                  targets)  # fmt: skip
-    grey = DatasetInfo("grey", "classification", tuple("abcde"), 1, (4, 4), (0.5,), (0.25,))
     for shuffle in (False, True):
         got = [
-            list(iterate_batches(split, grey, 2, device=CPU, shuffle=shuffle,
+            list(iterate_batches(split, GREY, 2, device=CPU, shuffle=shuffle,
                                  generator=torch.Generator().manual_seed(1)))
             for split in (streamed, held)
         ]  # fmt: skip
@@ -213,10 +214,9 @@ def test_streamed_batches_equal_the_in_memory_ones(tmp_path):
 def test_streamed_shards_cover_the_split(tmp_path):
     paths = np.array(write_pngs(tmp_path, 5))
     streamed = FileSplit(FolderDataset(paths, torch.arange(5), 4, 1, 1.0), workers=0)
-    grey = DatasetInfo("grey", "classification", tuple("abcde"), 1, (4, 4), (0.5,), (0.25,))
     shares = [
         sum((t.tolist() for _, t in iterate_batches(
-            streamed, grey, 2, device=CPU, shuffle=True,
+            streamed, GREY, 2, device=CPU, shuffle=True,
             generator=torch.Generator().manual_seed(1), rank=rank, world_size=2)), [])
         for rank in (0, 1)
     ]  # fmt: skip
@@ -224,11 +224,10 @@ def test_streamed_shards_cover_the_split(tmp_path):
     assert set(shares[0] + shares[1]) == set(range(5))
 
 
-def raw_fashion_mnist(root, prefix):
-    folder = root / fashion_mnist.FOLDER
-    images = fashion_mnist.read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
-    labels = fashion_mnist.read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
-    return torch.from_numpy(images), torch.from_numpy(labels)
+def raw_fashion_mnist(root, split):
+    """The look-alike's official `split` ("train" or "test") as the IDX files hold it."""
+    arrays = fashion_mnist.load(root, download=False)[split]
+    return torch.from_numpy(arrays.images[:, 0]), torch.from_numpy(arrays.targets)
 
 
 def test_load_dataset_carves_validation_with_the_split_seed_and_rounds_its_size(tiny_root):
@@ -240,7 +239,7 @@ def test_load_dataset_carves_validation_with_the_split_seed_and_rounds_its_size(
     assert torch.equal(data.val.targets, labels[order[:67]])
     assert torch.equal(data.train.images[:, 0], images[order[67:]])
     assert torch.equal(data.train.targets, labels[order[67:]])
-    test_images, _ = raw_fashion_mnist(tiny_root, "t10k")
+    test_images, _ = raw_fashion_mnist(tiny_root, "test")
     assert torch.equal(data.test.images[:, 0], test_images), "the test split is never shuffled"
     assert data.info.name == "fashion-mnist" and data.skipped == ()
 
