@@ -172,8 +172,16 @@ def test_an_entry_over_the_budget_is_listed_to_train(published, runs, monkeypatc
     monkeypatch.setattr(weights, "BUDGET_BYTES", publishing.budget_used(published) + 10)
     with pytest.raises(ZooError, match="over the 0 MB budget; pass --no-file"):
         publishing.publish(runs["unet-small"], "v1", root=published)
+    with pytest.raises(ZooError, match="--no-file stores none; drop one"):
+        publishing.publish(
+            runs["unet-small"], "x", root=published, dtype="float16", with_file=False
+        )
+    # Listed without a file, the version describes the run's own float32 weights: no float16
+    # copy is made, let alone scored.
+    monkeypatch.setattr(publishing, "copy_with", lambda *args: pytest.fail("a float16 copy"))
     listed = publishing.publish(runs["unet-small"], "too big", root=published, with_file=False)
     assert listed.file is None and not list(listed.folder.glob("*.safetensors"))
+    assert listed.dtype == "float32"
     result = runner.invoke(app, ["weights", "unet"], env={"COLUMNS": "80"})
     assert result.exit_code == 0 and "train to" in result.stdout and "weights" in result.stdout
     with pytest.raises(ZooError, match="listed without a weights file .* train it"):

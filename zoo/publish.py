@@ -7,6 +7,7 @@ calls:
 1. reads the run record: the run must have completed, and its best checkpoint must be there;
 2. picks the storage dtype: float16 when the float16 copy's test metrics are all within
    FP16_TOLERANCE of float32's (`--dtype auto`, the default, or `float16`), else float32;
+   a version listed without a file (`with_file=False`) describes the run's own float32 weights;
 3. scores the stored copy on the test split on the CPU in fp32, NCHW: the published metrics,
    which `zoo eval NAME` (`rescore`) reproduces exactly on the same torch version;
 4. checks the repository's budget for weights files (weights.BUDGET_BYTES), or lists the version
@@ -235,6 +236,9 @@ def publish(
         raise ZooError('--note says what changed in this version (e.g. "first version"); pass one.')
     if dtype not in DTYPES:
         raise ZooError(f"Unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    if dtype == "float16" and not with_file:
+        raise ZooError("--dtype float16 says how to store a weights file and --no-file stores "
+                       "none; drop one of them.")  # fmt: skip
     record = results.read_record(run_dir)
     if record.status != "completed" or not record.test:
         raise ZooError(
@@ -258,7 +262,7 @@ def publish(
     batch_size = record.config.eval_batch_size
     fp32_metrics, evaluation = score(model, split, batch_size=batch_size, device=device)
     chosen, metrics = "float32", fp32_metrics
-    if dtype in ("auto", "float16"):
+    if with_file and dtype in ("auto", "float16"):
         half = copy_with(model, record, stored_tensors(model, "float16"))
         half_metrics, _ = score(half, split, batch_size=batch_size, device=device)
         worst_name, worst = max(
