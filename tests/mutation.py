@@ -102,11 +102,13 @@ TARGETS = {
         "zoo/train.py",
         ("x_build_optimizer", "x_build_scheduler"),
         # the tests that step an optimizer and a schedule built by these functions on known
-        # gradients (test_train.py, test_engine.py and test_resume.py reach them by training)
+        # gradients, or beside torch's unfused loop (test_train.py, test_engine.py and
+        # test_resume.py reach them by training)
         tuple(
             f"tests/test_train_options.py::test_{name}"
             for name in (
                 "sgd_is_nesterov_with_momentum_0_9",
+                "the_optimizer_is_fused_and_steps_as_the_unfused_one",
                 "adamw_decays_the_weights_apart_from_the_gradient",
                 "adam_takes_a_normalised_step",
                 "cosine_falls_from_the_peak_to_zero_with_no_warm_up",
