@@ -242,3 +242,53 @@ def test_segfolder_reads_class_names_and_train_test_folders(tmp_path, monkeypatc
 def test_segfolder_of_a_missing_path_is_one_clear_error(tmp_path):
     with pytest.raises(ZooError, match="is not a folder"):
         DATASETS.get(f"segfolder:{tmp_path / 'nope'}")
+
+
+def test_img_size_resizes_the_files_from_their_own_size_with_a_cache_per_size(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    monkeypatch.delenv("ZOO_CACHE", raising=False)
+    root = tmp_path / "data"
+    write_facade_pairs(root / "mini-facade" / "train", 8, size=64, seed=0)
+    write_facade_pairs(root / "mini-facade" / "test_dev", 2, size=64, seed=1)
+    default = load_dataset("mini-facade", root)
+    assert default.info.image_size == pairs.SIZE == (256, 256)
+    assert default.test.images.shape == (2, 3, 256, 256)
+    data = load_dataset("mini-facade", root, options={"img_size": 48})
+    assert data.info.image_size == (48, 48) and data.info.mean == default.info.mean
+    assert data.test.images.shape == (2, 3, 48, 48) and data.test.targets.shape == (2, 48, 48)
+    photo = root / "mini-facade" / "test_dev" / "f000.jpg"
+    expected = Image.open(photo).convert("RGB").resize((48, 48), Image.BILINEAR)
+    assert np.array_equal(data.test.images[0].permute(1, 2, 0).numpy(), np.asarray(expected))
+    mask = np.asarray(Image.open(photo.with_suffix(".png")).resize((48, 48), Image.NEAREST))
+    assert np.array_equal(data.test.targets[0].numpy(), mask), "masks: nearest, ids kept"
+    assert len(cached_files(tmp_path)) == 4, "one cache file per split and size"
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although each size has its cache")
+
+    monkeypatch.setattr(pairs, "read_pair", no_decoding)
+    again = load_dataset("mini-facade", root, options={"img_size": 48})
+    assert torch.equal(again.test.images, data.test.images)
+    assert load_dataset("mini-facade", root).test.images.shape[-1] == 256
+
+
+def test_the_segmentation_sets_take_img_size_and_keep_their_entry_at_their_own():
+    from zoo.data import get_dataset_info
+
+    assert get_dataset_info("cmp-facade", img_size=512).image_size == (512, 512)
+    assert get_dataset_info("cmp-facade", img_size=256) is get_dataset_info("cmp-facade")
+
+
+def test_segfolder_takes_img_size_and_measures_its_mean_and_std_at_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    write_facade_pairs(tmp_path / "mine", 10, size=40, num_classes=3)
+    name = f"segfolder:{tmp_path / 'mine'}"
+    data = load_dataset(name, val_fraction=0.2, options={"img_size": 20})
+    assert data.info.image_size == (20, 20) and data.train.images.shape == (6, 3, 20, 20)
+    # The folder has no train/ and test/: its stats are those of all its photos.
+    everything = torch.cat([data.train.images, data.val.images, data.test.images]).double() / 255
+    assert data.info.mean == pytest.approx(everything.mean((0, 2, 3)).tolist(), abs=1e-12)
+    assert data.info.std == pytest.approx(everything.std((0, 2, 3), correction=0).tolist())
+    assert DATASETS.get(name).info.image_size == pairs.SIZE, "the default size is unchanged"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from zoo import bench
 from zoo.cli import app
 from zoo.config import TrainConfig, default_eval_batch
-from zoo.data import imagefolder, load_dataset
+from zoo.data import base, imagefolder, load_dataset
 from zoo.data.base import get_dataset_info, run_data_options
 from zoo.data.images import read_image, read_square
 from zoo.data.transforms import random_resized_crop_flip
@@ -266,7 +266,7 @@ def test_a_path_that_is_not_a_folder_is_one_sentence(tmp_path):
 @pytest.mark.parametrize("chunk", [1, 7, 256])
 def test_channel_sums_are_exact_integers_whatever_the_chunk(chunk):
     images = np.random.default_rng(0).integers(0, 256, (50, 3, 9, 7), dtype=np.uint8)
-    (sums, squares), pixels = imagefolder.channel_sums(images, chunk=chunk)
+    (sums, squares), pixels = base.channel_sums(images, chunk=chunk)
     wide = images.astype(np.int64)
     assert sums.tolist() == wide.sum(axis=(0, 2, 3)).tolist()
     assert squares.tolist() == (wide**2).sum(axis=(0, 2, 3)).tolist() and pixels == 50 * 9 * 7
@@ -277,7 +277,9 @@ def test_the_evaluation_batch_holds_about_the_pixels_of_1024_fashion_mnist_image
         1024, 1024, 784, 196, 32,
     ]  # fmt: skip
     assert default_eval_batch("classification", 1024) == 32, "never fewer than 32"
-    assert default_eval_batch("segmentation", 512) == 16
+    assert default_eval_batch("segmentation", 256) == 16
+    assert default_eval_batch("segmentation", 512) == 4, "the pixels of 16 at 256x256"
+    assert default_eval_batch("segmentation", 2048) == 1
 
     def resolved(**options):
         return TrainConfig(model="baseline-cnn", **options).resolve("classification", "f-mnist")
@@ -288,8 +290,12 @@ def test_the_evaluation_batch_holds_about_the_pixels_of_1024_fashion_mnist_image
     assert resolved(img_size=224, eval_batch_size=1024).eval_batch_size == 1024, "as given"
 
 
-def test_img_size_on_a_named_dataset_is_refused(tmp_path):
-    with pytest.raises(ZooError, match="--img-size is for imagefolder:PATH datasets"):
+def test_img_size_on_a_dataset_of_fixed_size_is_refused_naming_those_that_take_it(tmp_path):
+    with pytest.raises(
+        ZooError,
+        match=r"--img-size is for imagefolder:PATH, segfolder:PATH and the segmentation "
+        r"datasets, and fashion-mnist has its own sample size; drop --img-size\.",
+    ):
         get_dataset_info("fashion-mnist", img_size=32)
 
 

@@ -15,6 +15,7 @@ from zoo.data import get_dataset_info
 from zoo.data.transforms import joint_augmentation
 from zoo.plots import plot_curves
 from zoo.registry import get_model_entry
+from zoo.weights import load_weights_model, source_weights
 
 runner = CliRunner()
 FIGURES = {
@@ -214,3 +215,24 @@ def test_predict_with_a_classification_run_prints_the_top_classes(tiny_root, tmp
     assert result.exit_code == 0, result.output
     line = result.stdout.strip()
     assert line.startswith(str(tmp_path / "grey.png")) and line.count(", ") == 2
+
+
+def test_img_size_trains_and_evaluates_at_that_size(facade_root, tmp_path):
+    result = train(facade_root, tmp_path / "runs", "--img-size", "24", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "mini-facade" / "unet-small").iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["config"]["img_size"] == 24
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["input"]["image_size"] == [24, 24]
+    assert record["test"]["num_pixels"] == 6 * 24 * 24, "scored at 24x24, not the files' 32x32"
+    result = runner.invoke(app, ["eval", str(run_dir), "--data-dir", str(facade_root)])
+    assert result.exit_code == 0, result.output
+    again = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert again["num_pixels"] == 6 * 24 * 24, "eval reads the run's size too"
+    assert again["mean_ap"] == record["test"]["mean_ap"]
+
+    hub = tmp_path / "hub"
+    result = runner.invoke(app, ["export", str(run_dir), "--format", "hub", "--out", str(hub)])
+    assert result.exit_code == 0, result.output
+    loaded = load_weights_model(source_weights(hub), torch.device("cpu"))
+    assert loaded.info.image_size == (24, 24), "its weights predict at the size they learnt"

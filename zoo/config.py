@@ -62,8 +62,11 @@ TASK_DEFAULTS = {
 def default_eval_batch(task: str, side: int | None) -> int:
     """Images per evaluation pass when --eval-batch-size is not given: TASK_DEFAULTS' 1024 for
     classification up to 28x28, and for larger images as many as hold the same pixels, at
-    least 32 (224 px: 32; at 1024 a 224-px baseline-cnn pass took over 10 GB), segmentation 16."""
+    least 32 (224 px: 32; at 1024 a 224-px baseline-cnn pass took over 10 GB); segmentation 16
+    up to 256x256, and above it as many as hold the same pixels, at least 1."""
     base = TASK_DEFAULTS[task]["eval_batch_size"]
+    if task == "segmentation" and side is not None and side > 256:
+        return max(1, base * 256 * 256 // (side * side))
     if task != "classification" or side is None or side <= 28:
         return base
     return max(32, base * 28 * 28 // (side * side))
@@ -128,8 +131,8 @@ class TrainConfig:
     augment_color: float = option(0.2, "Segmentation --augment: brightness/contrast limit (0=off).")
     img_size: int | None = option(
         None,
-        "imagefolder: side of the square samples; default: the images' median shorter side, "
-        "8 to 64.",
+        "Side of the square samples: imagefolder: default the images' median shorter side, 8 to "
+        "64; segmentation: the photos and masks are resized to it, default 256.",
     )
     crop_pct: float | None = option(
         None,
@@ -151,9 +154,9 @@ class TrainConfig:
     )
     data_mode: DataMode = option(
         DataMode.auto,
-        "imagefolder: decode every image into memory once, or stream the files (decoded in "
-        "worker processes each epoch); auto streams when the decoded images would take more "
-        "than half the available memory.",
+        "imagefolder and segmentation: decode every image into memory once, or stream the "
+        "files (decoded in worker processes each epoch); auto streams when the decoded images "
+        "would take more than half the available memory.",
     )
     data_workers: int | None = option(
         None, "--data-mode stream: decoding processes; default: the CPU cores less one, at most 8."

@@ -74,13 +74,14 @@ def predict(
     """Softmax scores, targets and mean loss of `model` over `split` (`name`: val, test, as
     its progress shows it); `run` is forward_batches' device, precision, batch_size and
     channels_last."""
-    scores, loss_sum = [], 0.0
+    scores, labels, loss_sum = [], [], 0.0
     with phase(f"{name} inference".lstrip(), total=len(split), unit="images") as advance:
         for logits, targets in forward_batches(model, split, info, **run):
             loss_sum += loss_of(logits, targets).item() * len(targets)
             scores.append(logits.float().softmax(1).cpu())
+            labels.append(targets.cpu())  # a streamed split's masks come with its batches
             advance(len(targets))
-    return Predictions(torch.cat(scores), split.targets.long().cpu(), loss_sum / len(split))
+    return Predictions(torch.cat(scores), torch.cat(labels), loss_sum / len(split))
 
 
 def metrics_of(predictions: Predictions, info: DatasetInfo) -> dict:

@@ -430,6 +430,9 @@ def load_weights_model(weights: Weights, device, *, channels_last: bool = False)
     from zoo.runtime import place_model
 
     info = get_dataset_info(weights.dataset)
+    side = weights.input_size[-1]
+    if info.image_size != (side, side):  # trained with --img-size: predict at that size too
+        info = get_dataset_info(weights.dataset, img_size=side)
     model = build_model(weights.model, weights.num_classes, weights.in_chans)
     load_into(model, weights)
     place_model(model, device, channels_last)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,19 @@ class Files:
     skipped: tuple[str, ...] = ()  # bad source files left out (skip_bad), a sentence each
 
 
+@dataclass
+class PairFiles:
+    """One segmentation split as a streaming loader returns it: photo and mask files, one
+    sample each, decoded as uint8 (3, H, W) and (H, W) at `size` by `pairs.read_pair`."""
+
+    photos: np.ndarray  # str, one path per sample
+    masks: np.ndarray  # str, the photo's mask
+    size: tuple[int, int]  # (H, W)
+    num_classes: int
+    label_offset: int = 0  # subtracted from the mask values (CMP Facade's ids start at 1)
+    skipped: tuple[str, ...] = ()  # bad source files left out (skip_bad), a sentence each
+
+
 def register_dataset(info: DatasetInfo):
     """Decorator: register `load(root: Path, download: bool) -> dict[str, Arrays]` for `info.name`.
 
@@ -81,28 +94,54 @@ def get_dataset_info(name: str, **options) -> DatasetInfo:
     return get_dataset(name, **options).info
 
 
+SIZE_OPTIONS = {  # the sample-size options, and the datasets that take them
+    "img_size": "imagefolder:PATH, segfolder:PATH and the segmentation datasets",
+    "crop_pct": "imagefolder:PATH datasets",
+}
+
+
 def get_dataset(name: str, **options) -> Entry:
-    """The entry of dataset `name`. A folder dataset (`imagefolder:PATH`) takes `options` (see
-    `run_data_options`), each resolver those its signature names; a named dataset takes none,
-    so `--img-size` on one is an error."""
+    """The entry of dataset `name`. A folder dataset (`imagefolder:PATH`, `segfolder:PATH`)
+    takes `options` (see `run_data_options`), each resolver those its signature names. A named
+    dataset whose loader takes `img_size` (the segmentation sets) is resized to it; on the
+    others (Fashion-MNIST), `--img-size` is an error."""
     DATASETS.load()
     resolver = DATASETS.prefixes.get(name.partition(":")[0]) if ":" in name else None
-    taken = inspect.signature(resolver).parameters if resolver else {}
-    for option in ("img_size", "crop_pct"):
+    entry = None if resolver else DATASETS.get(name)
+    taken = inspect.signature(resolver or entry.factory).parameters
+    for option, datasets in SIZE_OPTIONS.items():
         if options.get(option) is not None and option not in taken:
             flag = "--" + option.replace("_", "-")
             raise ZooError(
-                f"{flag} is for imagefolder:PATH datasets, and {name} has its own sample size; "
-                f"drop {flag}."
+                f"{flag} is for {datasets}, and {name} has its own sample size; drop {flag}."
             )
     if options.get("data_mode") == "stream" and "data_mode" not in taken:
         raise ZooError(
-            f"--data-mode stream is for imagefolder:PATH datasets, and {name} is held in memory; "
-            "drop --data-mode, or write its images out as a folder per class."
+            f"--data-mode stream is for image folders and the segmentation datasets, and {name} "
+            "is held in memory; drop --data-mode, or write its images out as a folder per class."
         )
-    if resolver is None or not options:
+    if entry is not None:
+        return with_options(entry, {k: v for k, v in options.items() if k in taken})
+    if not options:
         return DATASETS.get(name)
     return resolver(name, **{key: value for key, value in options.items() if key in taken})
+
+
+def with_options(entry: Entry, options: dict) -> Entry:
+    """A named dataset's entry with its loader's `options` bound: `img_size` (samples that side
+    square, in the info too) and `data_mode`; the entry itself when they change nothing."""
+    side = options.get("img_size")
+    if side is not None and (side, side) == entry.info.image_size:
+        side = None
+    mode = options.get("data_mode")
+    bound = {
+        **({"img_size": side} if side is not None else {}),
+        **({"data_mode": mode} if mode not in (None, "auto") else {}),
+    }
+    if not bound:
+        return entry
+    info = replace(entry.info, image_size=(side, side)) if side else entry.info
+    return replace(entry, info=info, arguments={**entry.arguments, **bound})
 
 
 def run_data_options(config) -> dict:
@@ -157,3 +196,54 @@ def file_digest(path: Path, algorithm: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- sizes and statistics
+
+MEMORY_SHARE = 0.5  # auto streams when the decoded images would take more of the free memory
+
+
+def available_memory() -> int:
+    """Bytes the system can still give without swapping (MemAvailable of /proc/meminfo), else
+    the physical memory."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def choose_data_mode(requested: str, decoded_bytes: int) -> str:
+    """The mode, "memory" or "stream": as asked, or (auto) stream when the decoded images would take
+    more than MEMORY_SHARE of the available memory."""
+    if requested != "auto":
+        return requested
+    return "stream" if decoded_bytes > MEMORY_SHARE * available_memory() else "memory"
+
+
+def channel_sums(images: np.ndarray, chunk: int = 256) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """((per-channel sum of the uint8 values, sum of their squares), pixels per channel): exact
+    integers, from 256-bin histograms of `chunk` images at a time (np.bincount casts its input
+    to int64: over a whole split at once, that copy was 2.7 times the split's own bytes)."""
+    counts = np.zeros((images.shape[1], 256), dtype=np.int64)
+    for start in range(0, len(images), chunk):
+        for c in range(images.shape[1]):
+            counts[c] += np.bincount(images[start : start + chunk, c].ravel(), minlength=256)
+    levels = np.arange(256, dtype=np.int64)
+    return (counts @ levels, counts @ levels**2), int(images[:, 0].size)
+
+
+def stats_from_sums(
+    sums: np.ndarray, squares: np.ndarray, pixels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the [0, 1] scale, from exact integer sums (the variance's
+    numerator in Python integers), so memory and stream modes get the same floats."""
+    means, stds = [], []
+    for total, square in zip(sums.tolist(), squares.tolist(), strict=True):
+        variance = (square * pixels - total * total) / (pixels * pixels * 255 * 255)
+        means.append(total / (pixels * 255))
+        stds.append(max(variance**0.5, 1e-3))
+    return tuple(means), tuple(stds)

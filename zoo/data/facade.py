@@ -7,6 +7,10 @@
   whole facade is seen and scored; training crops come from augmentation. Fixed split seeded
   with 0: 76 test, 38 val, 264 train.
 
+The files stay as they are on disk; `--img-size N` (the loaders' `img_size`) resizes them to
+N x N instead of 256 x 256 when they are decoded. `--data-mode stream` (or auto, for a size too
+large to hold) decodes them batch by batch instead of once (`pairs.check_pairs`).
+
 Both decode through `zoo.data.pairs` (reader, checks and cache); `segfolder:PATH` (your own
 photos) is in `zoo.data.segfolder`.
 """
@@ -19,7 +23,7 @@ import zipfile
 from pathlib import Path
 
 from zoo.data import pairs
-from zoo.data.base import Arrays, DatasetInfo, md5sum, register_dataset
+from zoo.data.base import Arrays, DatasetInfo, PairFiles, md5sum, register_dataset
 from zoo.data.download import download
 from zoo.errors import ZooError
 
@@ -79,7 +83,13 @@ CMP_SPLIT_SEED, CMP_NUM_TEST, CMP_NUM_VAL = 0, 76, 38
 
 
 @register_dataset(MINI_FACADE)
-def load_mini_facade(root: Path, download: bool = True, skip_bad: bool = False) -> dict:
+def load_mini_facade(
+    root: Path,
+    download: bool = True,
+    skip_bad: bool = False,
+    img_size: int | None = None,
+    data_mode: str = "auto",
+) -> dict:
     folder = root / "mini-facade"
     if not folder.is_dir():
         raise ZooError(
@@ -87,13 +97,18 @@ def load_mini_facade(root: Path, download: bool = True, skip_bad: bool = False) 
             "test_dev/ folders there, or point ZOO_DATA or --data-dir at a folder holding "
             "mini-facade/."
         )
+    size = (img_size, img_size) if img_size else None
+    found = {sub: pairs.find_pairs(folder / sub, folder / sub) for sub in ("train", "test_dev")}
+    stream = pairs.streams(data_mode, sum(map(len, found.values())), size)
+    read = pairs.check_pairs if stream else pairs.decode_pairs
     splits, skipped = {}, []
     for split, sub in (("train", "train"), ("test", "test_dev")):
-        decoded = pairs.decode_pairs(
+        decoded = read(
             f"mini-facade-{sub}",
-            pairs.find_pairs(folder / sub, folder / sub),
+            found[sub],
             num_classes=MINI_FACADE.num_classes,
             skip_bad=skip_bad,
+            size=size,
         )
         splits[split] = decoded.arrays()
         skipped += decoded.skipped
@@ -135,7 +150,13 @@ def download_cmp(folder: Path) -> None:
 
 
 @register_dataset(CMP_FACADE)
-def load_cmp_facade(root: Path, download: bool = True, skip_bad: bool = False) -> dict:
+def load_cmp_facade(
+    root: Path,
+    download: bool = True,
+    skip_bad: bool = False,
+    img_size: int | None = None,
+    data_mode: str = "auto",
+) -> dict:
     folder = root / "cmp-facade"
     if not (folder / "images").is_dir():
         if not download:
@@ -143,18 +164,22 @@ def load_cmp_facade(root: Path, download: bool = True, skip_bad: bool = False) -
                 f"The CMP Facade base set is not in {folder}; put its images/ and labels/ there."
             )
         download_cmp(folder)
-    decoded = pairs.decode_pairs(
+    found = pairs.find_pairs(folder / "images", folder / "labels")
+    size = (img_size, img_size) if img_size else None
+    read = pairs.check_pairs if pairs.streams(data_mode, len(found), size) else pairs.decode_pairs
+    decoded = read(
         "cmp-facade",
-        pairs.find_pairs(folder / "images", folder / "labels"),
+        found,
         num_classes=CMP_FACADE.num_classes,
         label_offset=1,
         skip_bad=skip_bad,
+        size=size,
     )
     count = len(decoded.names)
     num_test = round(count * CMP_NUM_TEST / 378)
     num_val = round(count * CMP_NUM_VAL / 378)
     test, val, train = pairs.seeded_split(count, (num_test, num_val), CMP_SPLIT_SEED)
-    splits: dict[str, Arrays] = {
+    splits: dict[str, Arrays | PairFiles] = {
         "train": decoded.arrays(train),
         "val": decoded.arrays(val),
         "test": decoded.arrays(test),

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import statistics
 from pathlib import Path
 
@@ -36,7 +35,14 @@ import numpy as np
 from PIL import Image
 
 from zoo.data import pairs
-from zoo.data.base import Arrays, DatasetInfo, Files
+from zoo.data.base import (
+    Arrays,
+    DatasetInfo,
+    Files,
+    channel_sums,
+    choose_data_mode,
+    stats_from_sums,
+)
 from zoo.data.images import DEFAULT_CROP_PCT, BadImage, is_grey, read_square
 from zoo.errors import ZooError
 from zoo.progress import phase
@@ -48,7 +54,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.IMAGENET_DEFAULT_MEAN / _STD
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODED_KEYS = ("images", "targets", "grey", "names", "skipped")
 INDEX_KEYS = ("targets", "grey", "names", "skipped", "sums", "squares")  # stream mode's cache
-MEMORY_SHARE = 0.5  # auto streams when the decoded images would take more of the free memory
 
 
 def visible(path: Path, root: Path) -> bool:
@@ -296,52 +301,6 @@ def split(
     splits = {"train": take(source, train), "val": take(source, val)}
     splits["test"] = take(decoded["test"], slice(None)) if test is None else take(source, test)
     return splits
-
-
-def channel_sums(images: np.ndarray, chunk: int = 256) -> tuple[tuple[np.ndarray, np.ndarray], int]:
-    """((per-channel sum of the uint8 values, sum of their squares), pixels per channel): exact
-    integers, from 256-bin histograms of `chunk` images at a time (np.bincount casts its input
-    to int64: over a whole split at once, that copy was 2.7 times the split's own bytes)."""
-    counts = np.zeros((images.shape[1], 256), dtype=np.int64)
-    for start in range(0, len(images), chunk):
-        for c in range(images.shape[1]):
-            counts[c] += np.bincount(images[start : start + chunk, c].ravel(), minlength=256)
-    levels = np.arange(256, dtype=np.int64)
-    return (counts @ levels, counts @ levels**2), int(images[:, 0].size)
-
-
-def stats_from_sums(
-    sums: np.ndarray, squares: np.ndarray, pixels: int
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std on the [0, 1] scale, from exact integer sums (the variance's
-    numerator in Python integers), so memory and stream modes get the same floats."""
-    means, stds = [], []
-    for total, square in zip(sums.tolist(), squares.tolist(), strict=True):
-        variance = (square * pixels - total * total) / (pixels * pixels * 255 * 255)
-        means.append(total / (pixels * 255))
-        stds.append(max(variance**0.5, 1e-3))
-    return tuple(means), tuple(stds)
-
-
-def available_memory() -> int:
-    """Bytes the system can still give without swapping (MemAvailable of /proc/meminfo), else
-    the physical memory."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def choose_data_mode(requested: str, decoded_bytes: int) -> str:
-    """The mode, "memory" or "stream": as asked, or (auto) stream when the decoded images would take
-    more than MEMORY_SHARE of the available memory."""
-    if requested != "auto":
-        return requested
-    return "stream" if decoded_bytes > MEMORY_SHARE * available_memory() else "memory"
 
 
 def index_samples(

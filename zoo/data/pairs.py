@@ -8,6 +8,10 @@ cache. A cache folder that cannot be written costs time only: one warning, and n
 
 A bad pair (unreadable image, missing mask, sizes that differ, ids outside the classes) is an
 error naming the file; with `skip_bad` it is left out and listed instead.
+
+A set too large to hold decoded is streamed instead (`--data-mode stream`, or auto): `check_pairs`
+decodes every pair once to find the bad ones and count the photos' pixel sums, caches only that,
+and returns the files, which `zoo.data.streaming` decodes batch by batch with `read_pair`.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zoo.data.base import Arrays, cache_root
+from zoo.data.base import Arrays, PairFiles, cache_root, channel_sums, choose_data_mode
 from zoo.data.images import BadImage, read_image, read_mask
 from zoo.errors import ZooError, ZooWarning
 from zoo.progress import phase
 
 CACHE_VERSION = 1  # bump when the decoding changes, so old caches are not reused
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-SIZE = (256, 256)  # (H, W) every sample is stored at
+SIZE = (256, 256)  # (H, W) the samples are resized to when --img-size does not say
 SKIP_HINT = "fix or remove it, or pass --skip-bad-samples to leave such files out"
 
 
@@ -47,11 +51,56 @@ class Decoded:
             return Arrays(self.images, self.masks)
         return Arrays(self.images[indices], self.masks[indices])
 
+    def largest_id(self) -> int:
+        return int(self.masks.max())
+
+    def photo_sums(self) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+        """`base.channel_sums` of the photos: exact per-channel sums, for a mean and std."""
+        return channel_sums(self.images)
+
+
+@dataclass
+class Checked:
+    """Pairs checked for streaming: the usable ones' files, plus what `Decoded` would have told
+    of them (the photos' exact channel sums, the largest mask id), and the bad ones."""
+
+    photos: np.ndarray  # str paths of the usable pairs
+    masks: np.ndarray
+    size: tuple[int, int]
+    num_classes: int
+    label_offset: int
+    sums: np.ndarray  # (2, 3) int64: per-channel sums of the photos' values and of their squares
+    largest: int  # the largest class id of the masks
+    skipped: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        return [Path(photo).name for photo in self.photos]
+
+    def arrays(self, indices: np.ndarray | None = None) -> PairFiles:
+        index = slice(None) if indices is None else indices
+        return PairFiles(
+            self.photos[index], self.masks[index], self.size, self.num_classes, self.label_offset
+        )
+
+    def largest_id(self) -> int:
+        return self.largest
+
+    def photo_sums(self) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+        return (self.sums[0], self.sums[1]), len(self.photos) * self.size[0] * self.size[1]
+
 
 def read_pair(
-    image_path: Path, mask_path: Path, *, num_classes: int, label_offset: int = 0
+    image_path: Path,
+    mask_path: Path,
+    *,
+    num_classes: int,
+    label_offset: int = 0,
+    size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (image (3, H, W), mask (H, W)) uint8 pair at SIZE; raise BadImage naming the file."""
+    """One (image (3, H, W), mask (H, W)) uint8 pair resized from the files' own size to `size`
+    (default SIZE): the photo bilinearly, the mask by nearest neighbour. Raise BadImage naming
+    the file."""
     mask = read_mask(mask_path)
     image = read_image(image_path)
     if image.size != mask.size:
@@ -67,7 +116,7 @@ def read_pair(
             f"{mask_path} has values {shown} outside the class ids "
             f"{label_offset}-{label_offset + num_classes - 1}"
         )
-    height, width = SIZE
+    height, width = size or SIZE
     if image.size != (width, height):
         image = image.resize((width, height), Image.BILINEAR)
         ids = np.asarray(Image.fromarray(ids.astype(np.uint8)).resize((width, height), 0))
@@ -89,7 +138,7 @@ def find_pairs(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
 
 def fingerprint(pairs: list[tuple[Path, Path]], *parameters) -> str:
     """Hash of every source file's path, size and mtime plus the decoding parameters."""
-    digest = hashlib.sha1(repr((CACHE_VERSION, SIZE, parameters)).encode())
+    digest = hashlib.sha1(repr((CACHE_VERSION, parameters)).encode())
     for path in (p for pair in pairs for p in pair):
         try:
             stat = path.stat()
@@ -169,16 +218,22 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
 
 
 def decode_files(
-    pairs: list[tuple[Path, Path]], num_classes: int, offset: int, key: str = "pairs"
+    pairs: list[tuple[Path, Path]],
+    num_classes: int,
+    offset: int,
+    key: str = "pairs",
+    size: tuple[int, int] | None = None,
 ) -> Decoded:
-    """Decode every pair; a bad one is recorded in `skipped` (one sentence) and left out."""
+    """Decode every pair at `size`; a bad one is recorded in `skipped` (one sentence) and left
+    out."""
+    size = size or SIZE
     images, masks, names, skipped = [], [], [], []
     with phase(f"decoding {key}", total=len(pairs), unit="images") as advance:
         for image_path, mask_path in pairs:
             advance()
             try:
                 image, mask = read_pair(
-                    image_path, mask_path, num_classes=num_classes, label_offset=offset
+                    image_path, mask_path, num_classes=num_classes, label_offset=offset, size=size
                 )
             except BadImage as error:
                 skipped.append(str(error))
@@ -186,7 +241,7 @@ def decode_files(
             images.append(image)
             masks.append(mask)
             names.append(image_path.name)
-    height, width = SIZE
+    height, width = size
     return Decoded(
         np.stack(images) if images else np.zeros((0, 3, height, width), np.uint8),
         np.stack(masks) if masks else np.zeros((0, height, width), np.uint8),
@@ -202,14 +257,19 @@ def decode_pairs(
     num_classes: int,
     label_offset: int = 0,
     skip_bad: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> Decoded:
-    """All usable pairs as uint8 arrays, through the cache; a bad pair raises unless `skip_bad`."""
+    """All usable pairs as uint8 arrays at `size` (default SIZE), through the cache (one file
+    per size, so runs at several sizes do not decode again); a bad pair raises unless
+    `skip_bad`."""
+    size = tuple(size or SIZE)
     folder = cache_folder()
-    digest = fingerprint(pairs, num_classes, label_offset)
-    cache_path = folder / f"{key}-{digest}.npz" if folder is not None else None
+    digest = fingerprint(pairs, num_classes, label_offset, size)
+    name = f"{key}-{size[0]}x{size[1]}"
+    cache_path = folder / f"{name}-{digest}.npz" if folder is not None else None
     decoded = load_cache(cache_path) if cache_path is not None else None
     if decoded is None:
-        decoded = decode_files(pairs, num_classes, label_offset, key)
+        decoded = decode_files(pairs, num_classes, label_offset, key, size)
         if cache_path is not None:
             save_cache(cache_path, decoded)
     if decoded.skipped and not skip_bad:
@@ -217,6 +277,79 @@ def decode_pairs(
     if not decoded.names:
         raise ZooError(f"None of the {len(pairs)} pairs for {key} is usable: {decoded.skipped[0]}.")
     return decoded
+
+
+def streams(data_mode: str, count: int, size: tuple[int, int] | None) -> bool:
+    """Whether `count` pairs are streamed: as `data_mode` asks, or (auto) when their photos and
+    masks decoded at `size` would take more than base.MEMORY_SHARE of the available memory."""
+    height, width = size or SIZE
+    return choose_data_mode(data_mode, count * 4 * height * width) == "stream"
+
+
+def check_pairs(
+    key: str,
+    pairs: list[tuple[Path, Path]],
+    *,
+    num_classes: int,
+    label_offset: int = 0,
+    skip_bad: bool = False,
+    size: tuple[int, int] | None = None,
+) -> Checked:
+    """`decode_pairs` for streaming: every pair decoded once at `size` as `decode_files` does,
+    through a cache of what is kept (which pairs are usable, the photos' sums, the largest id),
+    never of the pixels; a bad pair raises unless `skip_bad`."""
+    size = tuple(size or SIZE)
+    folder = cache_folder()
+    digest = fingerprint(pairs, num_classes, label_offset, size)
+    name = f"{key}-index-{size[0]}x{size[1]}"
+    cache_path = folder / f"{name}-{digest}.npz" if folder is not None else None
+    keys = ("kept", "skipped", "sums", "largest")
+    index = load_arrays(cache_path, keys) if cache_path is not None else None
+    if index is None:
+        index = index_files(pairs, num_classes, label_offset, key, size)
+        if cache_path is not None:
+            save_arrays(cache_path, **index)
+    kept = index["kept"]
+    checked = Checked(
+        np.array([str(pairs[i][0]) for i in kept], dtype=str),
+        np.array([str(pairs[i][1]) for i in kept], dtype=str),
+        size, num_classes, label_offset, index["sums"], int(index["largest"]),
+        index["skipped"].tolist(),
+    )  # fmt: skip
+    if checked.skipped and not skip_bad:
+        raise BadImage(f"{checked.skipped[0]}; {SKIP_HINT}.")
+    if not len(kept):
+        raise ZooError(f"None of the {len(pairs)} pairs for {key} is usable: {checked.skipped[0]}.")
+    return checked
+
+
+def index_files(
+    pairs: list[tuple[Path, Path]], num_classes: int, offset: int, key: str, size: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """What `check_pairs` keeps of decoding every pair: the usable pairs' indices, one sentence
+    per bad pair, the photos' exact channel sums and squares, and the largest mask id."""
+    kept, skipped = [], []
+    sums, largest = np.zeros((2, 3), np.int64), 0
+    with phase(f"checking {key}", total=len(pairs), unit="images") as advance:
+        for i, (image_path, mask_path) in enumerate(pairs):
+            advance()
+            try:
+                image, mask = read_pair(
+                    image_path, mask_path, num_classes=num_classes, label_offset=offset, size=size
+                )
+            except BadImage as error:
+                skipped.append(str(error))
+                continue
+            (total, squares), _ = channel_sums(image[None])
+            sums += np.stack([total, squares])
+            largest = max(largest, int(mask.max()))
+            kept.append(i)
+    return {
+        "kept": np.array(kept, dtype=np.int64),
+        "skipped": np.array(skipped, dtype=str),
+        "sums": sums,
+        "largest": np.array(largest),
+    }
 
 
 def seeded_split(count: int, sizes: tuple[int, ...], seed: int) -> list[np.ndarray]:

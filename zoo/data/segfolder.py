@@ -1,4 +1,6 @@
-"""`segfolder:PATH`: your own photos with same-name PNG masks of class ids, resized to 256x256.
+"""`segfolder:PATH`: your own photos with same-name PNG masks of class ids, resized to 256x256
+(or `--img-size` square) when they are decoded, held in memory or streamed (`--data-mode`);
+the files stay as they are.
 
 PATH holds the pairs (`x.jpg` + `x.png`, or `images/x.*` + `masks/x.png`), optionally in
 `train/` and `test/` subfolders (else 20% of the pairs, seeded, are the test split);
@@ -12,10 +14,8 @@ import functools
 import hashlib
 from pathlib import Path
 
-import numpy as np
-
 from zoo.data import pairs
-from zoo.data.base import DatasetInfo
+from zoo.data.base import DatasetInfo, stats_from_sums
 from zoo.errors import ZooError
 from zoo.registry import DATASETS, Entry
 
@@ -26,8 +26,9 @@ def folder_pairs(folder: Path) -> list[tuple[Path, Path]]:
     return pairs.find_pairs(folder, folder)
 
 
-def resolve_segfolder(name: str) -> Entry:
-    """Build the dataset entry for `segfolder:PATH` from what the folder holds."""
+def resolve_segfolder(name: str, img_size: int | None = None, data_mode: str = "auto") -> Entry:
+    """Build the dataset entry for `segfolder:PATH` from what the folder holds, with samples
+    `img_size` square (default: pairs.SIZE), held in memory or streamed (`data_mode`)."""
     path = Path(name.split(":", 1)[1]).expanduser()
     if not path.is_dir():
         raise ZooError(f"{path} is not a folder; use segfolder:PATH with a folder of photos+masks.")
@@ -36,12 +37,17 @@ def resolve_segfolder(name: str) -> Entry:
         for p in path.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
-    return _segfolder_entry(str(path.resolve()), name, pairs.fingerprint([(f, f) for f in files]))
+    digest = pairs.fingerprint([(f, f) for f in files])
+    size = (img_size, img_size) if img_size else pairs.SIZE
+    return _segfolder_entry(str(path.resolve()), name, digest, size, data_mode)
 
 
 @functools.lru_cache(maxsize=8)
-def _segfolder_entry(path_text: str, name: str, files_digest: str) -> Entry:
-    """The entry of one state of the folder: `files_digest` changes with any file in it."""
+def _segfolder_entry(
+    path_text: str, name: str, files_digest: str, size: tuple[int, int], data_mode: str
+) -> Entry:
+    """The entry of one state of the folder (`files_digest` changes with any file in it) at one
+    sample size and data mode."""
     path = Path(path_text)
     classes_file = path / "classes.txt"
     class_names = None
@@ -51,29 +57,32 @@ def _segfolder_entry(path_text: str, name: str, files_digest: str) -> Entry:
     has_splits = (path / "train").is_dir() and (path / "test").is_dir()
     parts = {"train": path / "train", "test": path / "test"} if has_splits else {"all": path}
     found = {part: folder_pairs(folder) for part, folder in parts.items()}
+    count = sum(map(len, found.values()))
     num_classes = len(class_names) if class_names else 256  # uint8 ids; inferred below
     key = f"segfolder-{hashlib.sha1(path_text.encode()).hexdigest()[:8]}"
+    read = pairs.check_pairs if pairs.streams(data_mode, count, size) else pairs.decode_pairs
 
-    def decode(part: str, skip_bad: bool) -> pairs.Decoded:
-        return pairs.decode_pairs(
-            f"{key}-{part}", found[part], num_classes=num_classes, skip_bad=skip_bad
+    def decode(part: str, skip_bad: bool) -> pairs.Decoded | pairs.Checked:
+        return read(
+            f"{key}-{part}", found[part], num_classes=num_classes, skip_bad=skip_bad, size=size
         )
 
     decoded_train = decode("train" if has_splits else "all", skip_bad=True)
     if class_names is None:
-        largest = max(int(decoded_train.masks.max()), 1)
+        largest = max(decoded_train.largest_id(), 1)
         if has_splits:
-            largest = max(largest, int(decode("test", skip_bad=True).masks.max()))
+            largest = max(largest, decode("test", skip_bad=True).largest_id())
         class_names = tuple(f"class{i}" for i in range(largest + 1))
-    pixels = decoded_train.images.astype(np.float32) / 255
+    (sums, squares), pixels = decoded_train.photo_sums()  # exact integers, no float copy
+    mean, std = stats_from_sums(sums, squares, pixels)
     info = DatasetInfo(
         name=name,
         task="segmentation",
         class_names=class_names,
         in_chans=3,
-        image_size=pairs.SIZE,
-        mean=tuple(float(v) for v in pixels.mean((0, 2, 3))),
-        std=tuple(float(max(v, 1e-3)) for v in pixels.std((0, 2, 3))),
+        image_size=size,
+        mean=mean,
+        std=std,
         description=f"Your photos and masks in {path}.",
     )
 

@@ -3,9 +3,9 @@
 A dataset small enough to hold whole (Fashion-MNIST is 55 MB as uint8) needs no per-sample
 `Dataset.__getitem__` and no DataLoader: batches are slices of one tensor, converted to float
 and normalised on the device that trains on them. With several processes, each takes its own
-shard of every epoch's permutation, as DistributedSampler does. An image folder too large to
-hold decoded is streamed instead (`zoo.data.streaming.FileSplit`); `iterate_batches` gives the
-same batches from either.
+shard of every epoch's permutation, as DistributedSampler does. An image folder or a
+segmentation set too large to hold decoded is streamed instead (`zoo.data.streaming.FileSplit`);
+`iterate_batches` gives the same batches from either.
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ from pathlib import Path
 
 import torch
 
-from zoo.data.base import DatasetInfo, Files, get_dataset, resolve_data_root
-from zoo.data.streaming import FileSplit, FolderDataset, default_workers, stream_uint8_batches
+from zoo.data.base import DatasetInfo, Files, PairFiles, get_dataset, resolve_data_root
+from zoo.data.streaming import (
+    FileSplit,
+    FolderDataset,
+    PairDataset,
+    default_workers,
+    stream_uint8_batches,
+)
 from zoo.errors import ZooError
 from zoo.progress import phase
 
@@ -116,6 +122,8 @@ def load_dataset(
 
 def to_split(arrays, workers: int) -> Split | FileSplit:
     """A loader's split as tensors, or as files to stream when the loader listed them."""
+    if isinstance(arrays, PairFiles):
+        return FileSplit(PairDataset(arrays), workers)
     targets = torch.from_numpy(arrays.targets)
     if isinstance(arrays, Files):
         dataset = FolderDataset(

@@ -1,8 +1,9 @@
-"""Splits read from disk, one file per sample, for image folders too large to hold decoded.
+"""Splits read from disk, one file per sample, for data sets too large to hold decoded.
 
 A `FileSplit` stands where an in-memory `Split` does: `iterate_batches` gives the same
 (float images, targets) batches from either. Here a torch `DataLoader` decodes the files in
-its worker processes with the in-memory path's own per-file decode (`images.read_square`), so
+its worker processes with the in-memory path's own per-file decode (`images.read_square` for
+an image folder's `FolderDataset`, `pairs.read_pair` for a segmentation set's `PairDataset`), so
 the pixels are the same; batches come pinned on CUDA, and the workers persist across epochs.
 
 The order of an epoch is one `randperm` drawn from the run's shuffle generator, as the
@@ -17,13 +18,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from zoo.data.base import PairFiles
 from zoo.data.images import BadImage, read_square
+from zoo.data.pairs import read_pair
 
 PREFETCH_BATCHES = 2  # batches each worker decodes ahead (DataLoader's prefetch_factor)
 
@@ -52,6 +56,56 @@ class FolderDataset(Dataset):
         image = image[: self.in_chans]
         return torch.from_numpy(np.ascontiguousarray(image)), self.targets[index]
 
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self), self.in_chans, self.side, self.side)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.in_chans * self.side * self.side + self.targets.nbytes
+
+    def subset(self, index: np.ndarray) -> FolderDataset:
+        chosen = torch.from_numpy(index)
+        return FolderDataset(
+            self.paths[index], self.targets[chosen], self.side, self.in_chans, self.crop_pct
+        )
+
+
+class PairDataset(Dataset):
+    """Sample i: the photo `photos[i]` and its mask `masks[i]`, decoded by `pairs.read_pair` at
+    `size` as uint8 (3, H, W) and (H, W), as the in-memory path stores them."""
+
+    def __init__(self, files: PairFiles):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files.photos)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        files = self.files
+        image, mask = read_pair(
+            Path(files.photos[index]), Path(files.masks[index]), num_classes=files.num_classes,
+            label_offset=files.label_offset, size=files.size,
+        )  # fmt: skip
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(mask)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self), 3, *self.files.size)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * 4 * self.files.size[0] * self.files.size[1]  # photo and mask
+
+    def read_masks(self) -> torch.Tensor:
+        """Every mask of the split, decoded: (N, H, W) uint8."""
+        masks = [self[i][1] for i in range(len(self))]
+        return torch.stack(masks) if masks else torch.zeros((0, *self.files.size), torch.uint8)
+
+    def subset(self, index: np.ndarray) -> PairDataset:
+        files = self.files
+        return PairDataset(replace(files, photos=files.photos[index], masks=files.masks[index]))
+
 
 class Permutation(Sampler[int]):
     """One `torch.randperm` of the split per epoch, drawn from `generator` (set before each
@@ -74,13 +128,12 @@ class LazyImages:
     """`split.images` of a FileSplit: its shape, and indexing that decodes only what it picks
     (the figures' examples, `zoo explain`'s images)."""
 
-    def __init__(self, dataset: FolderDataset):
+    def __init__(self, dataset: FolderDataset | PairDataset):
         self.dataset = dataset
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        side = self.dataset.side
-        return (len(self.dataset), self.dataset.in_chans, side, side)
+        return self.dataset.shape
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -97,14 +150,21 @@ class LazyImages:
 class FileSplit:
     """One split streamed from its files; `workers` decoding processes feed its batches."""
 
-    def __init__(self, dataset: FolderDataset, workers: int):
+    def __init__(self, dataset: FolderDataset | PairDataset, workers: int):
         self.dataset = dataset
         self.workers = workers
         self.loaders: dict[tuple, DataLoader] = {}  # kept, so that workers persist
+        self.masks: torch.Tensor | None = None  # a segmentation split's, once `targets` read them
 
     @property
     def targets(self) -> torch.Tensor:
-        return self.dataset.targets
+        """Every sample's class ids. A segmentation split's masks are decoded on the first ask
+        (a byte a pixel): a whole-split score or figure needs them, training never asks."""
+        if isinstance(self.dataset, FolderDataset):
+            return self.dataset.targets
+        if self.masks is None:
+            self.masks = self.dataset.read_masks()
+        return self.masks
 
     @property
     def images(self) -> LazyImages:
@@ -113,19 +173,14 @@ class FileSplit:
     @property
     def nbytes(self) -> int:
         """What the split would take decoded in memory."""
-        _, chans, height, width = self.images.shape
-        return len(self) * chans * height * width + self.targets.nbytes
+        return self.dataset.nbytes
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def subset(self, indices: torch.Tensor) -> FileSplit:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        data = self.dataset
-        chosen = FolderDataset(
-            data.paths[index.numpy()], data.targets[index], data.side, data.in_chans, data.crop_pct
-        )
-        return FileSplit(chosen, self.workers)
+        index = torch.as_tensor(indices, dtype=torch.long).numpy()
+        return FileSplit(self.dataset.subset(index), self.workers)
 
     def to(self, device: torch.device) -> FileSplit:
         return self  # files are read when batches are asked for, and batches go to the device
