@@ -44,8 +44,9 @@ bench: install
 report: install  # the self-contained HTML report of everything under results/
 	$(BIN)/zoo compare results --format html --out results/report.html
 
-tables: install  # the result tables in README.md, docs/results.md and results/README.md, from the records
-	$(BIN)/zoo compare --refresh README.md --refresh docs/results.md --refresh results/README.md
+tables: install  # the result tables in README.md, docs/results.md, results/README.md and docs/benchmarks.md
+	$(BIN)/zoo compare --refresh README.md --refresh docs/results.md --refresh results/README.md \
+		--refresh docs/benchmarks.md
 
 docs: install  # every command's --help in docs/commands.md
 	$(BIN)/python docs/commands.py

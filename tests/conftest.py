@@ -32,6 +32,18 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("zoo-cache")
+
+
+@pytest.fixture(autouse=True)
+def own_zoo_cache(session_cache, monkeypatch):
+    """zoo's caches (decoded data, downloads) go to one folder of the test session, never into
+    the user's cache folder; a test about the cache's place sets its own variables."""
+    monkeypatch.setenv("ZOO_CACHE", str(session_cache))
+
+
 @pytest.fixture
 def tiny_root(tmp_path, monkeypatch) -> Path:
     """A data root with a small Fashion-MNIST look-alike: 200 train + 50 test images whose class is

@@ -189,6 +189,7 @@ def test_the_independent_check_measures_both_ways_in_turn_and_writes_its_figures
 
 COMMITTED = Path("results/bench")
 INFER_FP32 = "benchmark-infer-fp32-nhwc-pt2.14.1-amd-epyc"
+ZEN3_FOLDER = Path("benchmarks/zen3-cpu")  # eager and compiled fp32 rows of one machine and day
 # What timm's benchmark.py writes with --bench both and a FLOP counter installed (its
 # infer_macts, fvcore's activation count, is the one column zoo does not count).
 TIMM_BENCHMARK_COLUMNS = [
@@ -408,9 +409,10 @@ def test_a_bench_stops_before_any_work_when_its_file_cannot_be_merged(
     assert target.read_text() == content
 
 
-def test_the_committed_bench_files_are_current_and_no_row_is_above_100_percent():
-    paths = sorted(COMMITTED.glob("benchmark-*.csv"))
-    assert len(paths) == 4
+@pytest.mark.parametrize("folder,files", [(COMMITTED, 4), (ZEN3_FOLDER, 2)], ids=["bench", "zen3"])
+def test_the_committed_bench_files_are_current_and_no_row_is_above_100_percent(folder, files):
+    paths = sorted(folder.glob("benchmark-*.csv"))
+    assert len(paths) == files
     for path in paths:
         rows, version = benchfiles.read_bench_csv(path)
         migrate = "run zoo.benchfiles.migrate_bench_folder"
@@ -423,6 +425,20 @@ def test_the_committed_bench_files_are_current_and_no_row_is_above_100_percent()
             assert 0 < row["mfu"] <= 1, f"{path.name} {row['model']}: MFU {row['mfu']:.1%}"
             assert row["mfu"] == pytest.approx(row["achieved_tflops"] / row["peak_tflops"])
             assert row["peak_source"] and row["matmul_tflops"] <= row["peak_tflops"]
+
+
+def test_the_zen3_files_hold_every_entry_eager_and_compiled_with_compile_time_apart():
+    from zoo.registry import list_models
+
+    for mode in ("infer", "train"):
+        stem = INFER_FP32.replace("infer", mode, 1)
+        rows, _ = benchfiles.read_bench_csv(ZEN3_FOLDER / f"{stem}.csv")
+        assert all(row["error"] is None and row["mode"] == mode for row in rows)
+        found = {(row["model"], row["compiled"]) for row in rows}
+        assert found == {(m, c) for m in list_models() for c in (False, True)}, mode
+        for row in rows:
+            assert (row["compile_seconds"] is not None) == row["compiled"], row["model"]
+            assert "Zen 3" in row["peak_source"] and row["timed_iterations"] >= 6
 
 
 def test_a_zoo_bench_file_has_timms_columns_in_timms_units():

@@ -56,7 +56,7 @@ def test_compile_on_the_cpu_says_what_it_was_measured_at_before_training(
     args = train_args(tiny_root, tmp_path / "results", "--epochs", "1", "--device", "cpu")
     result = runner.invoke(app, [*args, "--compile"])
     assert result.exit_code == 0, result.output
-    speed = CPU_COMPILE_SPEED["baseline-cnn"]
+    speed, _ = CPU_COMPILE_SPEED["baseline-cnn"]
     warning = f"--compile on the CPU trained baseline-cnn at {speed:.2f}x the speed of eager"
     assert warning in result.stderr
     assert result.stderr.index(warning) < result.stderr.index("epoch   1/1")
@@ -68,7 +68,10 @@ def test_compile_warning_only_where_it_was_measured_slower():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert compile_warning("baseline-cnn", cpu).startswith("--compile on the CPU trained")
     assert compile_warning("baseline-cnn", cuda) is None
-    assert compile_warning("timm/resnet18", cpu) is None  # not measured: nothing to say
+    assert compile_warning("timm/resnet18", cpu) is None  # measured faster compiled (1.12x)
+    assert compile_warning("my-plugin-net", cpu) is None  # not measured: nothing to say
+    bench = compile_warning("timm/efficientnet_b0", cpu)
+    assert "at 0.85x the speed of eager in zoo bench (benchmarks/zen3-cpu)" in bench
 
 
 def test_compile_without_a_cpp_compiler_is_one_sentence(tiny_root, tmp_path, monkeypatch):

@@ -236,7 +236,8 @@ def selected(record: RunRecord, task, dataset, model, trials: bool) -> bool:
 
 def bench_for(bench: list[dict], model: str, dataset: str, run: RunRecord) -> dict[str, dict]:
     """The bench rows (per mode) that best match a run: same model and dataset, no error, the
-    run's device type and precision if measured, else fp32 on the same device type, else any."""
+    run's device type and precision if measured, else fp32 on the same device type, else any;
+    compiled if the run was, else eager."""
     device_type = run.environment.get("device", "cpu").split(":")[0]
     found = {}
     for mode in ("infer", "train"):
@@ -252,6 +253,7 @@ def bench_for(bench: list[dict], model: str, dataset: str, run: RunRecord) -> di
                 same_device and b["precision"] == run.precision,
                 same_device,
                 b["precision"] == "fp32",
+                bool(b["compiled"]) == bool(run.config.compile),
             )
 
         if candidates:
@@ -432,19 +434,26 @@ def to_markdown(comparison: Comparison, *, per_class: str = "all", per_run: bool
     return "\n".join(parts)
 
 
+def setting(row: dict) -> str:
+    """A bench row's precision, and "compiled" when it ran under torch.compile: "fp32",
+    "bf16", "fp32 compiled", ..."""
+    return row["precision"] + (" compiled" if row["compiled"] else "")
+
+
 def bench_speedups(bench: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
     """The bench rows side by side, one table per device and memory format: each model's
-    images/s in every precision measured, per mode, and the speed-up over fp32."""
+    images/s in every precision (and compiled setting) measured, per mode, and the speed-up
+    over eager fp32."""
     groups: dict[tuple, list[dict]] = {}
     for row in bench:
         key = (row["device_name"], row["device"].split(":")[0], row["memory_format"])
         groups.setdefault(key, []).append(row)
     tables = []
     for (name, device, layout), rows in sorted(groups.items()):
-        precisions = sorted({r["precision"] for r in rows}, key=lambda p: (p != "fp32", p))
+        precisions = sorted({setting(r) for r in rows}, key=lambda p: (p != "fp32", p))
         faster = [p for p in precisions if p != "fp32" and "fp32" in precisions]
         modes = [m for m in ("infer", "train") if any(r["mode"] == m for r in rows)]
-        found = {(r["model"], r["mode"], r["precision"]): r for r in rows}
+        found = {(r["model"], r["mode"], setting(r)): r for r in rows}
         header = ["model", "batch", "GFLOPs/img"]
         for mode in modes:
             header += [f"{mode} img/s {p}" for p in precisions]

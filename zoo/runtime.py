@@ -83,17 +83,34 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
     return model.to(device, memory_format=memory_format(channels_last))
 
 
-# Compiled / eager training images/s on the CPU, compile time not included: the median of the
-# interleaved rounds of `benchmarks/compile_cpu.py --threads 1 --model NAME` (fp32, channels-last,
-# zoo's default batch; segmentation at --img-size 128), 2026-12-02, torch 2.14.1, on the 2-core
-# AMD EPYC VM running two trainings (load average 4-11). Only measured entries; see
-# docs/benchmarks.md, "--compile on the CPU", for the table and why.
+# Compiled / eager training images/s on the CPU, compile time not included, and where it was
+# measured (fp32, channels-last, zoo's default batch; torch 2.14.1; the 2-core AMD EPYC VM):
+# - ROUNDS: the median of the interleaved rounds of `benchmarks/compile_cpu.py --threads 1
+#   --model NAME` (segmentation at --img-size 128), 2026-12-02, beside two trainings;
+# - BENCH: `zoo bench --all` and `zoo bench --all --compile` on an idle machine, 2026-12-02, one
+#   after the other (benchmarks/zen3-cpu/), for the entries the rounds did not measure.
+# docs/benchmarks.md, "--compile on the CPU", has the tables and why.
+ROUNDS, BENCH = "benchmarks/compile_cpu.py", "zoo bench (benchmarks/zen3-cpu)"
 CPU_COMPILE_SPEED = {
-    "baseline-cnn": 0.48,
-    "wide-leaky-cnn": 0.74,
-    "unet-small": 0.89,
-    "strided-net": 0.98,
-    "fcn": 0.94,
+    "baseline-cnn": (0.48, ROUNDS),
+    "wide-leaky-cnn": (0.74, ROUNDS),
+    "unet-small": (0.89, ROUNDS),
+    "strided-net": (0.98, ROUNDS),
+    "fcn": (0.94, ROUNDS),
+    "smp/deeplabv3plus-resnet34": (0.85, BENCH),
+    "smp/fpn-resnet18": (0.76, BENCH),
+    "smp/linknet-resnet18": (1.02, BENCH),
+    "smp/unet-resnet18": (0.82, BENCH),
+    "smp/unet-resnet34": (0.96, BENCH),
+    "smp/unet-tu-convnext_atto": (0.98, BENCH),
+    "smp/upernet-resnet18": (0.97, BENCH),
+    "timm/convnext_atto": (0.86, BENCH),
+    "timm/efficientnet_b0": (0.85, BENCH),
+    "timm/mobilenetv3_small_100": (1.01, BENCH),
+    "timm/regnetx_002": (0.84, BENCH),
+    "timm/resnet18": (1.12, BENCH),
+    "timm/resnet50": (0.90, BENCH),
+    "unet": (0.86, BENCH),
 }
 
 
@@ -125,13 +142,12 @@ def check_compile(device: torch.device) -> None:
 
 def compile_warning(model_name: str, device: torch.device) -> str | None:
     """Why --compile would slow this model down on `device`, where it was measured to."""
-    speed = CPU_COMPILE_SPEED.get(model_name)
+    speed, where = CPU_COMPILE_SPEED.get(model_name, (None, ""))
     if device.type != "cpu" or speed is None or speed >= 1:
         return None
     return (
         f"--compile on the CPU trained {model_name} at {speed:.2f}x the speed of eager in "
-        "benchmarks/compile_cpu.py, before its compile time (docs/benchmarks.md); drop "
-        "--compile to train faster."
+        f"{where}, before its compile time (docs/benchmarks.md); drop --compile to train faster."
     )
 
 
