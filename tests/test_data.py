@@ -47,6 +47,7 @@ def test_data_root_order(monkeypatch, tmp_path):
     assert resolve_data_root(tmp_path / "flag") == tmp_path / "flag"
     assert resolve_data_root(None) == tmp_path / "env"
     monkeypatch.delenv("ZOO_DATA")
+    monkeypatch.delenv("ZOO_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert resolve_data_root(None) == tmp_path / "cache" / "zoo" / "data"
 

@@ -21,8 +21,10 @@ def test_mini_facade_loads_as_uint8_tensors_with_a_seeded_val_split(facade_root)
     assert data.train.images.shape == (18, 3, 32, 32) and data.train.images.dtype == torch.uint8
     assert data.train.targets.shape == (18, 32, 32) and data.train.targets.dtype == torch.uint8
     assert int(data.train.targets.max()) <= 4 and data.skipped == ()
-    again = load_dataset("mini-facade", facade_root, val_fraction=0.25)
+    again = load_dataset("mini-facade", facade_root, val_fraction=0.25)  # from the cache
     assert torch.equal(again.val.images, data.val.images)
+    # Decoded or cached, the same memory layout (NCHW), or convolutions sum in another order.
+    assert data.test.images.is_contiguous() and again.test.images.is_contiguous()
     assert data.info.palette[0] == (0, 0, 0) and len(data.info.palette) == 5
 
 
