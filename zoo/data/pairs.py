@@ -265,20 +265,30 @@ def decode_pairs(
     per size, so runs at several sizes do not decode again); a bad pair raises unless
     `skip_bad`."""
     size = tuple(size or SIZE)
-    folder = cache_folder()
-    digest = fingerprint(pairs, num_classes, label_offset, size)
-    name = f"{key}-{size[0]}x{size[1]}"
-    cache_path = folder / f"{name}-{digest}.npz" if folder is not None else None
+    cache_path = cache_file(f"{key}-{size[0]}x{size[1]}", pairs, num_classes, label_offset, size)
     decoded = load_cache(cache_path) if cache_path is not None else None
     if decoded is None:
         decoded = decode_files(pairs, num_classes, label_offset, key, size)
         if cache_path is not None:
             save_cache(cache_path, decoded)
-    if decoded.skipped and not skip_bad:
-        raise BadImage(f"{decoded.skipped[0]}; {SKIP_HINT}.")
-    if not decoded.names:
-        raise ZooError(f"None of the {len(pairs)} pairs for {key} is usable: {decoded.skipped[0]}.")
-    return decoded
+    return usable(decoded, key, len(pairs), skip_bad)
+
+
+def cache_file(name: str, pairs: list[tuple[Path, Path]], *parameters) -> Path | None:
+    """The cache file `<name>-<fingerprint of the pairs and parameters>.npz`, or None when the
+    cache folder cannot be written."""
+    folder = cache_folder()
+    return folder / f"{name}-{fingerprint(pairs, *parameters)}.npz" if folder is not None else None
+
+
+def usable(found: Decoded | Checked, key: str, count: int, skip_bad: bool) -> Decoded | Checked:
+    """`found` if it may be used: a bad pair raises unless `skip_bad`, and so does a set with no
+    usable pair."""
+    if found.skipped and not skip_bad:
+        raise BadImage(f"{found.skipped[0]}; {SKIP_HINT}.")
+    if not found.names:
+        raise ZooError(f"None of the {count} pairs for {key} is usable: {found.skipped[0]}.")
+    return found
 
 
 def streams(data_mode: str, count: int, size: tuple[int, int] | None) -> bool:
@@ -301,10 +311,8 @@ def check_pairs(
     through a cache of what is kept (which pairs are usable, the photos' sums, the largest id),
     never of the pixels; a bad pair raises unless `skip_bad`."""
     size = tuple(size or SIZE)
-    folder = cache_folder()
-    digest = fingerprint(pairs, num_classes, label_offset, size)
     name = f"{key}-index-{size[0]}x{size[1]}"
-    cache_path = folder / f"{name}-{digest}.npz" if folder is not None else None
+    cache_path = cache_file(name, pairs, num_classes, label_offset, size)
     keys = ("kept", "skipped", "sums", "largest")
     index = load_arrays(cache_path, keys) if cache_path is not None else None
     if index is None:
@@ -318,11 +326,7 @@ def check_pairs(
         size, num_classes, label_offset, index["sums"], int(index["largest"]),
         index["skipped"].tolist(),
     )  # fmt: skip
-    if checked.skipped and not skip_bad:
-        raise BadImage(f"{checked.skipped[0]}; {SKIP_HINT}.")
-    if not len(kept):
-        raise ZooError(f"None of the {len(pairs)} pairs for {key} is usable: {checked.skipped[0]}.")
-    return checked
+    return usable(checked, key, len(pairs), skip_bad)
 
 
 def index_files(
