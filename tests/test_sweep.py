@@ -294,17 +294,155 @@ def test_two_workers_share_one_postgresql_study(tiny_root, lookalike_env, tmp_pa
 
 
 def test_no_trial_is_pruned_in_the_first_third_of_the_shortest_one(tmp_path):
-    spec = sweep.make_spec("baseline-cnn", {"epochs": "15,20,30", "out": str(tmp_path)}, trials=2)
-    assert sweep.warmup_epochs(spec) == 6  # Optuna prunes from this step (epoch) on
+    # baseline-cnn's default 15 epochs would give 6: these give other numbers
+    spec = sweep.make_spec("baseline-cnn", {"epochs": "9,20,30", "out": str(tmp_path)}, trials=2)
+    assert sweep.warmup_epochs(spec) == 4  # Optuna prunes from this step (epoch) on
+    spec = sweep.make_spec("baseline-cnn", {"epochs": "12:30"}, trials=2)
+    assert sweep.warmup_epochs(spec) == 5
     spec = sweep.make_spec("baseline-cnn", {"lr": "1e-4,1e-3", "epochs": "4"}, trials=2)
     assert sweep.warmup_epochs(spec) == 2
 
 
 class FakeRecord:
-    """What `train_run` returns, as far as the objective reads it: a completed run's history."""
+    """What `train_run` returns, as far as the objective reads it: a run's history and status."""
 
-    def __init__(self, history):
-        self.history, self.status, self.message, self.run_dir = history, "completed", "", "run"
+    def __init__(self, history, status="completed", message=""):
+        self.history, self.status, self.message, self.run_dir = history, status, message, "run"
+
+
+class FakeTrainRun:
+    """`train_run` as the objective calls it: keeps what it was given, returns `record`."""
+
+    def __init__(self, record):
+        self.record, self.calls = record, []
+
+    def __call__(self, config, *, callbacks, console, tags):
+        self.calls.append(
+            {"config": config, "callbacks": callbacks, "console": console, "tags": tags}
+        )
+        return self.record
+
+
+class FakeLoop:
+    """The training loop as a callback sees it: the epoch just ended, and its stop request."""
+
+    def __init__(self, epoch):
+        self.epoch, self.stops = epoch, []
+
+    def request_stop(self, status, message):
+        self.stops.append((status, message))
+
+
+def test_a_trial_trains_its_values_tagged_into_the_studys_folder(tmp_path, monkeypatch):
+    import dataclasses
+    import io
+
+    import optuna
+    from rich.console import Console
+
+    fake = FakeTrainRun(FakeRecord([{"epoch": 1, "val_accuracy": 0.7}]))
+    monkeypatch.setattr("zoo.run.train_run", fake)
+    monkeypatch.setattr("zoo.loggers.sweep_run_id", lambda folder: f"parent of {folder.name}")
+    options = {"lr": "1e-4:1e-2:log", "label_smoothing": "0,0.1", "optimizer": "adamw,sgd",
+               "epochs": "4", "out": str(tmp_path)}  # fmt: skip
+    spec = sweep.make_spec("baseline-cnn", options, trials=1)
+    study = optuna.create_study(direction=spec.direction)
+    trial = study.ask()
+    output = io.StringIO()
+    console = Console(file=output, width=200)
+    try:
+        assert sweep.objective(spec, console)(trial) == 0.7
+    except KeyboardInterrupt:  # would stop pytest itself, not fail this test
+        pytest.fail("a completed trial was taken for one stopped by Ctrl-C")
+
+    (call,) = fake.calls
+    chosen = {name: trial.params[name] for name in ("lr", "label_smoothing", "optimizer")}
+    assert chosen["lr"] != TrainConfig(model="baseline-cnn").lr
+    expected = dataclasses.replace(spec.base, **chosen, out=str(spec.folder / "trials"))
+    assert call["config"] == expected and call["config"].epochs == 4
+    assert call["tags"] == {"study": "baseline-cnn-fashion-mnist", "trial": "0"}
+    assert call["console"] is console, "the trial's epochs are shown where the sweep is"
+    assert trial.user_attrs == {"run_dir": "run", "status": "completed"}
+    label = (
+        f"trial 0 (lr {chosen['lr']:.4g}, label_smoothing {chosen['label_smoothing']:.4g}, "
+        f"optimizer {chosen['optimizer']}): "
+    )
+    assert label in output.getvalue(), "the trial's phase names its values"
+
+    # The callback it trained with reports to this trial.
+    (callback,) = call["callbacks"]
+    callback.on_epoch_end(FakeLoop(1), {"val_accuracy": 0.25, "val_loss": 2.0})
+    assert study.trials[0].intermediate_values == {1: 0.25}
+
+    # With MLflow, each trial's run is a child of the sweep's run.
+    mlflow = dataclasses.replace(spec, base=dataclasses.replace(spec.base, logger=["mlflow"]))
+    sweep.objective(mlflow, None)(study.ask())
+    parent = f"parent of {spec.folder.name}"
+    assert fake.calls[-1]["tags"] == {"study": spec.study, "trial": "1",
+                                      "mlflow_parent_run_id": parent}  # fmt: skip
+
+
+@pytest.mark.parametrize("status", ["interrupted", "pruned", "diverged", "failed"])
+def test_a_trial_that_did_not_complete_is_interrupted_pruned_or_failed(
+    tmp_path, monkeypatch, status
+):
+    import io
+
+    import optuna
+    from rich.console import Console
+
+    record = FakeRecord([{"epoch": 1, "val_accuracy": 0.7}], status, f"why it {status}")
+    monkeypatch.setattr("zoo.run.train_run", FakeTrainRun(record))
+    spec = sweep.make_spec("baseline-cnn", {"lr": "1e-4,1e-3", "out": str(tmp_path)}, trials=1)
+    trial = optuna.create_study(direction=spec.direction).ask()
+    output = io.StringIO()
+    # a narrow terminal: the sentence stays on one line, and its numbers are not coloured
+    console = Console(file=output, width=40, force_terminal=True, color_system="standard")
+    run_trial = sweep.objective(spec, console)
+    expected = {"interrupted": KeyboardInterrupt, "pruned": optuna.TrialPruned}
+    with pytest.raises(expected.get(status, sweep.TrialFailed)) as raised:
+        run_trial(trial)
+    assert trial.user_attrs == {"run_dir": "run", "status": status}
+    if status == "pruned":
+        assert str(raised.value) == "why it pruned"
+    if status in ("diverged", "failed"):
+        assert str(raised.value) == f"trial 0 {status}: why it {status}"
+        shown = f"\x1b[33mTrial 0 failed ({status}); the sweep goes on.\x1b[0m why it {status}\n"
+        assert output.getvalue().endswith(shown)
+    else:
+        assert "failed" not in output.getvalue()
+
+
+def test_the_pruning_callback_reports_each_epoch_and_stops_a_pruned_trial():
+    spec = sweep.make_spec("baseline-cnn", {"lr": "1e-4,1e-3"}, trials=2, metric="val_loss")
+    trial = AlwaysPrune()
+    loop = FakeLoop(epoch=2)
+    sweep.make_pruning_callback(trial, spec).on_epoch_end(loop, {"val_loss": 0.25})
+    assert trial.reports == [(2, 0.25)]
+    assert loop.stops == [("pruned", "Pruned by the sweep (median rule) after epoch 2: val_loss "
+                                     "0.2500.")]  # fmt: skip
+
+    trial.should_prune = lambda: False
+    loop = FakeLoop(epoch=3)
+    sweep.make_pruning_callback(trial, spec).on_epoch_end(loop, {"val_loss": 0.5})
+    assert trial.reports == [(2, 0.25), (3, 0.5)] and loop.stops == []
+
+
+def test_trials_count_when_completed_pruned_or_failed_not_interrupted_or_killed():
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study()
+    for state, status in [
+        (TrialState.COMPLETE, "completed"), (TrialState.PRUNED, "pruned"),
+        (TrialState.FAIL, "diverged"), (TrialState.FAIL, "interrupted"),
+        (TrialState.FAIL, "killed"), (TrialState.FAIL, None), (TrialState.RUNNING, "completed"),
+    ]:  # fmt: skip
+        attrs = {} if status is None else {"status": status}
+        value = 0.5 if state == TrialState.COMPLETE else None
+        study.add_trial(create_trial(state=state, value=value, user_attrs=attrs))
+    study.add_trial(create_trial(value=0.6, user_attrs={"status": "completed"}))
+    assert sweep.counted(study) == 4, "completed twice, pruned, diverged"
 
 
 @pytest.mark.parametrize(
@@ -364,3 +502,6 @@ def test_the_median_pruner_waits_for_5_completed_trials_and_a_third_of_the_epoch
     assert not pruned_after(9), "4 completed trials: too few to prune"
     complete_one()
     assert [pruned_after(epochs) for epochs in range(1, 10)] == [False] * 3 + [True] * 6
+
+    spec = sweep.make_spec("baseline-cnn", {"lr": "1e-4,1e-3"}, trials=10, pruner="none")
+    assert isinstance(sweep.make_pruner(spec), optuna.pruners.NopPruner)

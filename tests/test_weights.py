@@ -186,6 +186,9 @@ def test_an_entry_over_the_budget_is_listed_to_train(published, runs, monkeypatc
     assert result.exit_code == 0 and "train to" in result.stdout and "weights" in result.stdout
     with pytest.raises(ZooError, match="listed without a weights file .* train it"):
         zoo.create_model("unet-small", pretrained=True)
+    with pytest.raises(ZooError, match=r"no published weights for fcn \(entries that have them: "
+                       r"baseline-cnn; listed without a file: unet-small\)"):  # fmt: skip
+        zoo.create_model("fcn", pretrained=True)
 
 
 def test_the_recipe_links_the_recipe_file_it_matches(runs):

@@ -2,8 +2,8 @@
 
 `import zoo` is light (no torch): the registries import the model and dataset families on their
 first lookup, so `zoo.create_model("baseline-cnn")` and `zoo.list_models()` just work.
-`zoo.create_model("unet-small", pretrained=True)` loads zoo's published weights, and
-`zoo.get_weights("unet-small")` tells where they came from (see docs/weights.md).
+`zoo.create_model("fcn", pretrained=True)` loads zoo's published weights, and
+`zoo.get_weights("fcn")` tells where they came from (see docs/weights.md).
 """
 
 from zoo.registry import list_models, register_model

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 from zoo.results import WriteError
 from zoo.runtime import unwrap
 
@@ -91,9 +91,8 @@ def read_tensors(path: Path, what: str, fix: str) -> tuple[dict[str, torch.Tenso
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise CheckpointError(
-            f"{what} {path} is not a readable safetensors file ({first_line}); {fix}"
+            f"{what} {path} is not a readable safetensors file ({first_line(error)}); {fix}"
         ) from None
     return tensors, metadata
 
@@ -117,8 +116,9 @@ def load_weights(
     try:
         unwrap(model).load_state_dict(tensors)
     except RuntimeError as error:  # missing or unexpected keys, other shapes
-        first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{what} {path} does not fit {name} ({first_line}); {fix}") from None
+        raise CheckpointError(
+            f"{what} {path} does not fit {name} ({first_line(error)}); {fix}"
+        ) from None
     return metadata
 
 
@@ -200,7 +200,7 @@ def read_state_progress(path: Path) -> dict:
     from safetensors import SafetensorError, safe_open
 
     fix = "resume from a run folder written by `zoo train`, or start a new run."
-    if looks_like_pickle(path):
+    if Path(path).is_file() and looks_like_pickle(path):
         raise CheckpointError(f"Training state {path} is a PyTorch pickle: {PICKLE_HINT}.")
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -245,8 +245,7 @@ def load_training_state(path: Path, trainer, generator: torch.Generator) -> dict
             raise ValueError("no progress (epoch, step, history)")
     # A file's content is untrusted input: whatever fails to apply makes it "not fit".
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise CheckpointError(
-            f"Training state {path} does not fit this run ({first_line}); {fix}"
+            f"Training state {path} does not fit this run ({first_line(error)}); {fix}"
         ) from None
     return progress

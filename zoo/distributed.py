@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,9 @@ class Ranks:
             try:
                 dist.init_process_group(backend)
             except (RuntimeError, ValueError) as error:
-                first_line = str(error).strip().splitlines()[0]
                 raise ZooError(
-                    f"Could not join the torchrun job ({first_line}); check --rdzv-endpoint, "
-                    "--nnodes and that every node can reach the endpoint."
+                    f"Could not join the torchrun job ({first_line(error)}); check "
+                    "--rdzv-endpoint, --nnodes and that every node can reach the endpoint."
                 ) from None
         return cls(
             dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), backend

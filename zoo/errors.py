@@ -14,3 +14,10 @@ class UnknownNameError(ZooError, KeyError):
 
 class ZooWarning(UserWarning):
     """Something a user should know that does not stop the work (the CLI prints it as one line)."""
+
+
+def first_line(error: BaseException) -> str:
+    """A library's error in a few words, to put inside zoo's sentence: its message's first line,
+    or its type's name when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from zoo import results, weights
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 
 FORMATS = ("onnx", "pt2", "hub")
 OPSET = 18
@@ -398,10 +398,9 @@ def push(folder: Path, repo_id: str) -> str:
         api.create_repo(repo_id, exist_ok=True)
         commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id)
     except Exception as error:  # network, auth, hub errors: one sentence
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ZooError(
-            f"Could not push {folder} to {repo_id} ({first}); the folder is ready, upload it "
-            "again when the Hub can be reached."
+            f"Could not push {folder} to {repo_id} ({first_line(error)}); the folder is ready, "
+            "upload it again when the Hub can be reached."
         ) from None
     return str(getattr(commit, "commit_url", repo_id))
 

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from zoo import results
-from zoo.errors import ZooError, ZooWarning
+from zoo.errors import ZooError, ZooWarning, first_line
 from zoo.train import Callback, Loop
 
 TENSORBOARD_FOLDER = "tensorboard"  # in the run folder: `tensorboard --logdir results`
@@ -42,11 +42,6 @@ def missing_extra(package: str) -> ZooError:
         f"--logger {package} needs the {package} package; install it with "
         "`pip install 'zoo[tracking]'`."
     )
-
-
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class Logger(Callback):

@@ -34,7 +34,7 @@ SourceArgument = Annotated[
     str,
     typer.Argument(
         help="A run folder written by `zoo train`, or a model name with published weights "
-        "(e.g. unet-small, unet-small:cmp-facade; see `zoo weights`)."
+        "(e.g. fcn, unet:cmp-facade; see `zoo weights`)."
     ),
 ]
 CheckpointOption = Annotated[

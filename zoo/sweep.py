@@ -32,7 +32,7 @@ from zoo.config import (
     plain_choices,
     to_flags,
 )
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 
 
 class Sampler(str, Enum):
@@ -299,9 +299,8 @@ def make_storage(url: str):
                 grace_period=GRACE_SECONDS,
             )
     except Exception as error:  # SQLAlchemy and the drivers raise many kinds
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise ZooError(
-            f"Cannot reach the study storage {url} ({first_line}); check the URL, that the "
+            f"Cannot reach the study storage {url} ({first_line(error)}); check the URL, that the "
             "database server runs and accepts this user, and that its driver is installed."
         ) from None
 

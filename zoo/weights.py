@@ -239,7 +239,10 @@ def get_weights(name: str, dataset: str | None = None, *, root: Path | None = No
             raise UnknownNameError(
                 f"Unknown published weights {name!r}.{hint} Run `zoo weights` to see them all."
             )
-        have = ", ".join(sorted({w.model for w in published})) or "none yet"
+        files = sorted({w.model for w in published if w.file})
+        listed = sorted({w.model for w in published} - set(files))
+        have = ", ".join(files) or "none yet"
+        have += f"; listed without a file: {', '.join(listed)}" if listed else ""
         raise ZooError(
             f"There are no published weights for {model} (entries that have them: {have}); "
             f"train it with `zoo train {model}`, or see `zoo weights`."
