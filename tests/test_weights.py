@@ -159,8 +159,8 @@ def test_publishing_is_refused_before_anything_is_written(published, runs, tmp_p
     before = sorted(p.relative_to(published) for p in published.rglob("*"))
     for run_dir, note, match in (
         (runs["baseline-cnn"], " ", "--note says what changed"),
-        (copy, "new", "run checkpoints are never committed"),
-        (COMMITTED_UNET_RUN, "new", "run checkpoints are never committed"),
+        (copy, "new", "does not exist .run checkpoints stay on the machine that trained them"),
+        (COMMITTED_UNET_RUN, "new", "or list the run without a file .--no-file.."),
     ):
         with pytest.raises(ZooError, match=match):
             publishing.publish(run_dir, note, root=published)
@@ -184,11 +184,51 @@ def test_an_entry_over_the_budget_is_listed_to_train(published, runs, monkeypatc
     assert listed.dtype == "float32"
     result = runner.invoke(app, ["weights", "unet"], env={"COLUMNS": "80"})
     assert result.exit_code == 0 and "train to" in result.stdout and "weights" in result.stdout
-    with pytest.raises(ZooError, match="listed without a weights file .* train it"):
+    fits = r"without a weights file \(it does not fit the repository's \d+ MB\); train it to get "
+    with pytest.raises(ZooError, match=fits + "weights: zoo train unet-small"):
         zoo.create_model("unet-small", pretrained=True)
     with pytest.raises(ZooError, match=r"no published weights for fcn \(entries that have them: "
                        r"baseline-cnn; listed without a file: unet-small\)"):  # fmt: skip
         zoo.create_model("fcn", pretrained=True)
+
+
+def test_a_run_without_its_checkpoints_is_listed_with_its_own_test_metrics(
+    published, runs, tmp_path
+):
+    from zoo.results import read_record
+
+    run_dir = tmp_path / "trained-elsewhere"
+    shutil.copytree(runs["unet-small"], run_dir, ignore=shutil.ignore_patterns("*.safetensors"))
+    shutil.rmtree(published / "unet-small")
+    with pytest.raises(ZooError) as raised:
+        publishing.publish(run_dir, "v1", root=published)
+    assert str(raised.value) == (
+        f"{run_dir / 'best.safetensors'} does not exist (run checkpoints stay on the machine "
+        "that trained them); publish from that machine, or list the run without a file "
+        "(--no-file)."
+    )
+    assert not (published / "unet-small").exists()
+
+    record = read_record(run_dir)
+    listed = publishing.publish(run_dir, "listed", root=published, with_file=False)
+    assert listed.file is None and listed.sha256 is None and listed.dtype == "float32"
+    assert listed.metrics == record.test, "what the run's own evaluation recorded"
+    assert listed.evaluation["source"] == "the run's own evaluation (its checkpoint was not kept)"
+    assert listed.evaluation["precision"] == record.eval_precision
+    assert listed.num_parameters == record.num_parameters and listed.gflops > 0
+    assert listed.recipe.startswith("zoo train unet-small --epochs 1")
+    assert zoo.get_weights("unet-small").run_id == listed.run_id
+    with pytest.raises(ZooError) as raised:
+        zoo.create_model("unet-small", pretrained=True)
+    assert str(raised.value) == (
+        "unet-small v1 is listed without a weights file (its run's checkpoints were not kept); "
+        f"train it to get weights: {listed.recipe}"
+    )
+    with pytest.raises(ZooError, match="already published as unet-small@v1"):
+        publishing.publish(run_dir, "again", root=published, with_file=False)
+    result = runner.invoke(app, ["eval", "unet-small"])
+    assert result.exit_code == 1 and "Scoring" not in result.stderr, "nothing to score"
+    assert "listed without a weights file (its run's checkpoints were not kept)" in result.stderr
 
 
 def test_the_recipe_links_the_recipe_file_it_matches(runs):

@@ -181,7 +181,10 @@ DtypeOption = Annotated[
 ]
 FileOption = Annotated[
     bool,
-    typer.Option(help="--no-file lists the version with its recipe and metrics only."),
+    typer.Option(
+        help="--no-file lists the version with its recipe and metrics only (a run whose "
+        "checkpoints were not kept: the test metrics its own evaluation recorded)."
+    ),
 ]
 PublishToOption = Annotated[
     Path | None, typer.Option(help="Published-weights folder; default zoo/published/.")

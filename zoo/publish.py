@@ -4,7 +4,9 @@ Publishing is a deliberate step that adds a version and never replaces one (retr
 nothing published). `publish(run_dir, note=...)`, which `zoo weights publish RUN_DIR --note TEXT`
 calls:
 
-1. reads the run record: the run must have completed, and its best checkpoint must be there;
+1. reads the run record: the run must have completed, and its best checkpoint must be there
+   (a run whose checkpoints were not kept can only be listed, `with_file=False`, with the test
+   metrics its own evaluation recorded: `list_without_checkpoint`);
 2. picks the storage dtype: float16 when the float16 copy's test metrics are all within
    FP16_TOLERANCE of float32's (`--dtype auto`, the default, or `float16`), else float32;
    a version listed without a file (`with_file=False`) describes the run's own float32 weights;
@@ -254,8 +256,16 @@ def publish(
                 f"{run_id} is already published as {earlier.ref}; publish a new version only "
                 "for new weights (another run), with a note of what changed."
             )
-    model, info = weights.load_run_model(record, BEST, device, channels_last=False)
     version = max((w.version for w in versions), default=0) + 1
+    if not (record.run_dir / BEST).exists():
+        if with_file:
+            raise ZooError(
+                f"{record.run_dir / BEST} does not exist (run checkpoints stay on the machine "
+                "that trained them); publish from that machine, or list the run without a file "
+                "(--no-file)."
+            )
+        return list_without_checkpoint(record, root, note=note.strip(), version=version)
+    model, info = weights.load_run_model(record, BEST, device, channels_last=False)
 
     say(f"Scoring {record.run_dir / BEST} on the {record.dataset} test split (cpu, fp32)...")
     split = load_test(record.config, data_dir)
@@ -286,6 +296,34 @@ def publish(
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         check_budget(root, size, facts)
     return write_version(root, facts, tensors if with_file else None)
+
+
+def list_without_checkpoint(
+    record: results.RunRecord, root: Path, *, note: str, version: int
+) -> Weights:
+    """A version listed from a run whose checkpoints stayed on the machine that trained it: its
+    recipe, and the test metrics the run's own evaluation recorded (in its precision, on its
+    machine), which nothing can score again."""
+    from zoo.data.base import run_data_options
+    from zoo.registry import create_model
+
+    info = get_dataset_info(record.dataset, **run_data_options(record.config))
+    model = create_model(record.model, num_classes=info.num_classes, in_chans=info.in_chans)
+    environment = record.environment
+    evaluation = {
+        "split": "test",
+        "source": "the run's own evaluation (its checkpoint was not kept)",
+        "device": environment.get("device", "?"),
+        "precision": record.eval_precision or record.precision,
+        "batch_size": record.config.eval_batch_size,
+        "torch": environment.get("torch", "?"),
+        "cpu": environment.get("cpu"),
+    }
+    facts = describe(
+        record, model, info, dtype="float32", metrics=record.test, evaluation=evaluation,
+        note=note, version=version,
+    )  # fmt: skip
+    return write_version(root, facts, None)
 
 
 def published_line(found: Weights) -> str:
@@ -514,6 +552,8 @@ def evaluate_source(
             f"--checkpoint picks a run folder's checkpoint, and {source} is published weights "
             "(one file); drop --checkpoint."
         )
+    if found.path is None:
+        weights.verified_file(found)  # listed without a file: says so, and how to train it
     if on_note is not None:
         on_note(f"Scoring {found.ref} on the {found.dataset} test split...")
     return rescore(found, device=resolved, data_dir=data_dir)

@@ -311,10 +311,14 @@ def verified_file(weights: Weights) -> Path:
 
     path = weights.path
     if path is None:
+        why = (
+            "its run's checkpoints were not kept"
+            if "source" in weights.evaluation  # publish.list_without_checkpoint
+            else f"it does not fit the repository's {BUDGET_BYTES // 1_000_000} MB"
+        )
         raise ZooError(
-            f"{weights.name} v{weights.version} is listed without a weights file (it does not "
-            f"fit the repository's {BUDGET_BYTES // 1_000_000} MB); train it to get weights: "
-            f"{weights.recipe}"
+            f"{weights.name} v{weights.version} is listed without a weights file ({why}); train "
+            f"it to get weights: {weights.recipe}"
         )
     if not path.is_file():
         raise CheckpointError(
