@@ -323,6 +323,15 @@ class FakeTrainRun:
         return self.record
 
 
+def value_of(run_trial, trial) -> float:
+    """`run_trial(trial)` for a trial whose run completed. A KeyboardInterrupt out of it fails the
+    test: pytest would stop the whole session on it instead, which is no failure to mutmut."""
+    try:
+        return run_trial(trial)
+    except KeyboardInterrupt:
+        pytest.fail("a completed trial was taken for one stopped by Ctrl-C")
+
+
 class FakeLoop:
     """The training loop as a callback sees it: the epoch just ended, and its stop request."""
 
@@ -350,10 +359,7 @@ def test_a_trial_trains_its_values_tagged_into_the_studys_folder(tmp_path, monke
     trial = study.ask()
     output = io.StringIO()
     console = Console(file=output, width=200)
-    try:
-        assert sweep.objective(spec, console)(trial) == 0.7
-    except KeyboardInterrupt:  # would stop pytest itself, not fail this test
-        pytest.fail("a completed trial was taken for one stopped by Ctrl-C")
+    assert value_of(sweep.objective(spec, console), trial) == 0.7
 
     (call,) = fake.calls
     chosen = {name: trial.params[name] for name in ("lr", "label_smoothing", "optimizer")}
@@ -376,7 +382,7 @@ def test_a_trial_trains_its_values_tagged_into_the_studys_folder(tmp_path, monke
 
     # With MLflow, each trial's run is a child of the sweep's run.
     mlflow = dataclasses.replace(spec, base=dataclasses.replace(spec.base, logger=["mlflow"]))
-    sweep.objective(mlflow, None)(study.ask())
+    value_of(sweep.objective(mlflow, None), study.ask())
     parent = f"parent of {spec.folder.name}"
     assert fake.calls[-1]["tags"] == {"study": spec.study, "trial": "1",
                                       "mlflow_parent_run_id": parent}  # fmt: skip
@@ -462,7 +468,7 @@ def test_a_trials_value_is_its_best_epochs_not_its_last(tmp_path, monkeypatch, m
     )
     assert spec.direction == ("minimize" if metric == "val_loss" else "maximize")
     trial = optuna.create_study(direction=spec.direction).ask()
-    assert sweep.objective(spec, None)(trial) == expected
+    assert value_of(sweep.objective(spec, None), trial) == expected
 
 
 def test_a_metric_no_epoch_reports_is_refused_before_any_trial(tmp_path):
