@@ -42,6 +42,7 @@ def test_absent_class_has_no_ap_and_is_left_out_of_the_mean():
     probs = torch.nn.functional.one_hot(targets, 4).float() * 0.7 + 0.075
     metrics = classification_metrics(probs, targets, NAMES)
     assert metrics["per_class"]["d"]["ap"] is None  # JSON has no NaN
+    assert metrics["per_class"]["d"]["accuracy"] == 0.0, "the docstring's rule for an absent class"
     assert metrics["mean_ap"] == pytest.approx(1)
     json.dumps(metrics, allow_nan=False)  # strict JSON
     plt.close(plot_per_class({"test": {n: v["ap"] for n, v in metrics["per_class"].items()}}, "AP"))
@@ -85,3 +86,25 @@ def test_binned_ap_from_summed_histograms_is_torchmetrics_binned_ap_and_near_the
     assert torch.isnan(exact[3])
     torch.testing.assert_close(binned[:3], exact[:3], atol=2e-3, rtol=0)
     assert not torch.allclose(binned[:3], exact[:3], atol=1e-9, rtol=0)  # binned, not exact
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_the_ap_of_a_single_positive_is_the_precision_at_its_rank(rank):
+    from zoo.metrics import average_precision
+
+    scores = torch.tensor([0.9, 0.6, 0.3])
+    positives = torch.arange(3) == rank - 1
+    assert average_precision(scores, positives) == pytest.approx(1 / rank)
+    assert average_precision(scores, positives) == pytest.approx(
+        average_precision_score(positives.numpy(), scores.numpy())
+    )
+
+
+def test_binned_ap_keeps_a_score_of_1_apart_from_the_bin_below():
+    """Bin k holds the scores of at least k / (bins - 1), so the top bin holds scores of 1 only:
+    a positive scored 1 ranks above a negative scored 0.99995, as in the exact AP."""
+    from zoo.metrics import binned_average_precision, score_histogram
+
+    probs = torch.tensor([[0.0, 1.0], [0.00005, 0.99995]])
+    targets = torch.tensor([1, 0])
+    assert binned_average_precision(score_histogram(probs, targets, bins=10_000))[1] == 1.0
