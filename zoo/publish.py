@@ -552,7 +552,7 @@ def evaluate_source(
             f"--checkpoint picks a run folder's checkpoint, and {source} is published weights "
             "(one file); drop --checkpoint."
         )
-    if found.path is None:
+    if found.file is None:
         weights.verified_file(found)  # listed without a file: says so, and how to train it
     if on_note is not None:
         on_note(f"Scoring {found.ref} on the {found.dataset} test split...")
