@@ -5,6 +5,7 @@ run in a second, so `make mutation MUTATE=checkpoint` can run them for each muta
 import json
 import pickle
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -221,6 +222,9 @@ def test_a_nested_state_splits_into_tensors_and_json_and_joins_back():
         join_state({"pickle": "x"}, tensors)
 
 
+FIRST_EPOCH = {"epoch": 1, "step": 0, "history": []}  # a loop's progress after one epoch
+
+
 class Trainer(types.SimpleNamespace):
     """What save_training_state reads of a zoo.train.Trainer."""
 
@@ -241,6 +245,13 @@ def step(trainer: Trainer, seed: int = 0) -> None:
     trainer.optimizer.step()
     if trainer.scheduler is not None:
         trainer.scheduler.step()
+
+
+def saved_state(folder: Path) -> Path:
+    """A training state of a trainer after its first epoch, in `folder`."""
+    path = folder / "train_state.safetensors"
+    save_training_state(path, trainer(seed=0), torch.Generator(), FIRST_EPOCH)
+    return path
 
 
 def test_a_training_state_brings_back_the_optimizer_schedule_scaler_rngs_and_progress(tmp_path):
@@ -287,9 +298,7 @@ def test_the_cuda_rng_states_are_saved_once_cuda_is_used_and_restored_where_it_i
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
-    progress = {"epoch": 1, "step": 0, "history": []}
-    save_training_state(tmp_path / "s", trainer(seed=0), torch.Generator(), progress)
-    load_training_state(tmp_path / "s", trainer(seed=1), torch.Generator())
+    load_training_state(saved_state(tmp_path), trainer(seed=1), torch.Generator())
     assert [[t.tolist() for t in call] for call in restored] == [[[7, 8], [9]]]
 
     # A run that never used CUDA does not start it to read its RNG states.
@@ -298,8 +307,7 @@ def test_the_cuda_rng_states_are_saved_once_cuda_is_used_and_restored_where_it_i
 
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", starts_cuda)
-    save_training_state(tmp_path / "s", trainer(seed=0), torch.Generator(), progress)
-    load_training_state(tmp_path / "s", trainer(seed=1), torch.Generator())
+    load_training_state(saved_state(tmp_path), trainer(seed=1), torch.Generator())
     assert len(restored) == 1, "no CUDA states saved, none restored"
 
 
@@ -328,8 +336,7 @@ def test_a_training_state_without_a_scheduler_loads_into_a_trainer_without_one(t
 def test_a_disabled_scaler_keeps_the_resumed_runs_own(tmp_path):
     saved = trainer(seed=0)
     saved.scaler = torch.amp.GradScaler("cpu", enabled=False)  # fp32 and bf16 runs
-    save_training_state(tmp_path / "s", saved, torch.Generator(), {"epoch": 1, "step": 0,
-                                                                    "history": []})  # fmt: skip
+    save_training_state(tmp_path / "s", saved, torch.Generator(), FIRST_EPOCH)
     resumed = trainer(seed=2)
     load_training_state(tmp_path / "s", resumed, torch.Generator())
     assert resumed.scaler.get_scale() == 3 * 2.0**10
@@ -355,9 +362,7 @@ def rewrite_state(path, change) -> None:
     ],
 )
 def test_a_training_state_that_does_not_fit_is_one_sentence(tmp_path, change, reason):
-    path = tmp_path / "train_state.safetensors"
-    save_training_state(path, trainer(seed=0), torch.Generator(), {"epoch": 1, "step": 0,
-                                                                    "history": []})  # fmt: skip
+    path = saved_state(tmp_path)
     rewrite_state(path, change)
     with pytest.raises(CheckpointError) as raised:
         load_training_state(path, trainer(seed=1), torch.Generator())
@@ -368,9 +373,7 @@ def test_a_training_state_that_does_not_fit_is_one_sentence(tmp_path, change, re
 
 
 def test_a_failure_without_a_message_is_named_by_its_type(tmp_path, monkeypatch):
-    path = tmp_path / "train_state.safetensors"
-    save_training_state(path, trainer(seed=0), torch.Generator(), {"epoch": 1, "step": 0,
-                                                                    "history": []})  # fmt: skip
+    path = saved_state(tmp_path)
 
     def fails(state):
         raise RuntimeError()
@@ -381,9 +384,7 @@ def test_a_failure_without_a_message_is_named_by_its_type(tmp_path, monkeypatch)
 
 
 def test_a_state_for_another_model_does_not_fit(tmp_path):
-    path = tmp_path / "train_state.safetensors"
-    save_training_state(path, trainer(seed=0), torch.Generator(), {"epoch": 1, "step": 0,
-                                                                    "history": []})  # fmt: skip
+    path = saved_state(tmp_path)
     other = trainer(seed=0)
     other.model = torch.nn.Linear(2, 2)
     with pytest.raises(CheckpointError, match=r"does not fit this run \(Error\(s\) in loading"):
