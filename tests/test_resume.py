@@ -122,6 +122,25 @@ def test_resume_of_a_folder_without_a_training_state_is_one_sentence(tmp_path):
     assert result.exit_code == 1 and "Name the model to train" in result.stderr
 
 
+def test_a_killed_run_whose_training_state_is_gone_is_not_offered_a_resume(uninterrupted):
+    """A machine lost with its run: the record (copied back) says `running` and 3 epochs, but
+    train_state.safetensors did not survive. Neither the killed record's message nor `--resume`
+    may promise a resume, and --resume says how many epochs the record claims."""
+    metrics = uninterrupted / results.METRICS
+    metrics.write_text(json.dumps(json.loads(metrics.read_text()) | {"status": "running"}))
+    assert "zoo train --resume" in results.read_record(uninterrupted).message
+    (uninterrupted / results.STATE).unlink()
+    record = results.read_record(uninterrupted)
+    assert record.status == "killed" and "zoo train --resume" not in record.message
+    assert record.message.endswith(
+        "with no training state (train_state.safetensors) to go on from, start a new run."
+    )
+    result = runner.invoke(app, ["train", "--resume", str(uninterrupted)])
+    assert result.exit_code == 1
+    assert "its record says 3 epochs completed, but the file is not there" in result.stderr
+    assert "no epoch completed" not in result.stderr
+
+
 KILLER = """
 import json, os, signal, sys
 from zoo.config import TrainConfig

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 from zoo.errors import ZooError, first_line
-from zoo.results import WriteError
+from zoo.results import BEST, LAST, STATE, WriteError  # noqa: F401 (the file names, re-exported)
 from zoo.runtime import unwrap
 
-BEST, LAST, STATE = "best.safetensors", "last.safetensors", "train_state.safetensors"
 STATE_FORMAT = "zoo-training-state/1"
 PICKLE_HINT = (
     "zoo loads safetensors files only, never pickles; convert it once, with code you trust: "

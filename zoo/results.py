@@ -37,6 +37,7 @@ SCHEMA_VERSION = 2
 # skip_bad_samples; version 1 records read as version 2 ones without them.
 V2_KEYS = ("skipped_samples", "tags", "distributed", "figures", "resumed")
 CONFIG, HISTORY, METRICS, FIGURES = "config.json", "history.csv", "metrics.json", "figures"
+BEST, LAST, STATE = "best.safetensors", "last.safetensors", "train_state.safetensors"
 # "killed" is never written by a live process: it is how `read_record` reports a record that
 # says "running" while no process holds the run's lock (killed, out of memory, power loss).
 STATUSES = ("running", "completed", "interrupted", "diverged", "pruned", "killed")
@@ -306,8 +307,12 @@ def read_record(run_dir: str | Path) -> RunRecord:
         record.status = "killed"
         record.message = (
             f"The process stopped without a word (killed, out of memory or power loss) after "
-            f"{record.epochs_completed} complete epochs; `zoo train --resume {run_dir}` goes on "
-            "from the last one."
+            f"{record.epochs_completed} complete epochs; "
+            + (
+                f"`zoo train --resume {run_dir}` goes on from the last one."
+                if (run_dir / STATE).exists()
+                else f"with no training state ({STATE}) to go on from, start a new run."
+            )
         )
     return record
 

@@ -225,9 +225,15 @@ def resume_run(
     config = resumed_config(record, changes or {})
     state = record.run_dir / STATE
     if not state.exists():
+        why = (
+            f"its record says {record.epochs_completed} epochs completed, but the file is not "
+            "there (deleted, left behind when the folder was copied, or never written by an older "
+            "zoo)"
+            if record.epochs_completed
+            else "no epoch completed, or it was written by an older zoo"
+        )
         raise ZooError(
-            f"{record.run_dir} has no training state ({STATE}): no epoch completed, or it was "
-            "written by an older zoo; start a new run instead."
+            f"{record.run_dir} has no training state ({STATE}): {why}; start a new run instead."
         )
     done = read_state_progress(state)["epoch"]
     if done >= config.epochs and record.status == "completed":
