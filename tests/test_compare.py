@@ -18,15 +18,20 @@ from zoo import compare as comparing
 from zoo import results
 from zoo.benchfiles import BENCH_COLUMNS, rows_csv
 from zoo.cli import app
+from zoo.config import AmpDtype
 
 runner = CliRunner()
 
 
-def fake_run(folder: Path, model: str, seed: int, accuracy: float, *, epochs: int = 15) -> Path:
+def fake_run(
+    folder: Path, model: str, seed: int, accuracy: float, *, epochs: int = 15, **recipe
+) -> Path:
     """A completed classification run record with the given test accuracy (and nothing else
     real): the committed baseline-cnn record with its scores and recipe changed."""
     record = results.read_record(COMMITTED_BASELINE)
-    record.config = dataclasses.replace(record.config, model=model, seed=seed, epochs=epochs)
+    record.config = dataclasses.replace(
+        record.config, model=model, seed=seed, epochs=epochs, **recipe
+    )
     record.test = {**record.test, "accuracy": accuracy}
     record.run_dir = folder / "fashion-mnist" / model / f"run-{seed}-{epochs}"
     record.run_dir.mkdir(parents=True)
@@ -82,6 +87,16 @@ def test_runs_differing_in_seed_are_one_row_with_mean_std_and_n(seeded):
     assert [row.model for row in comparison.rows["fashion-mnist"]] == [
         "wide-leaky-cnn", "baseline-cnn", "baseline-cnn",
     ], "sorted by test accuracy, best first"  # fmt: skip
+
+
+def test_the_autocast_dtype_is_part_of_the_recipe_only_with_amp(tmp_path):
+    """--amp-dtype changes nothing without --amp (the run is fp32): such runs are one row, and
+    its recipe does not mention the dtype."""
+    for seed, amp, dtype in ((0, False, "float16"), (1, False, "bfloat16"), (2, True, "float16"),
+                             (3, True, "bfloat16")):  # fmt: skip
+        fake_run(tmp_path, "baseline-cnn", seed, 0.92, amp=amp, amp_dtype=AmpDtype(dtype))
+    rows = {row.recipe: row.seeds for row in comparing.compare(tmp_path).rows["fashion-mnist"]}
+    assert rows == {"defaults": [0, 1], "--amp": [2], "--amp --amp-dtype bfloat16": [3]}
 
 
 def test_baseline_rows_show_the_difference_and_welchs_p_value(seeded):

@@ -6,7 +6,8 @@
     markdown / csv / rich   the tables; zoo/report.py draws the HTML report from the same rows
 
 A "recipe" is the run's TrainConfig without the fields that do not change what is learned
-(seed, output and data folders, device, evaluation batch size, compile, memory format).
+(seed, output and data folders, device, evaluation batch size, compile, memory format, and the
+autocast dtype of a run without --amp).
 """
 
 from __future__ import annotations
@@ -151,15 +152,21 @@ class Row:
         }
 
 
+def recipe_fields(config: TrainConfig) -> dict:
+    """The fields that change what is learned: not NOT_RECIPE's, nor --amp-dtype without --amp."""
+    unused = NOT_RECIPE if config.amp else (*NOT_RECIPE, "amp_dtype")
+    return {k: v for k, v in config.to_dict().items() if k not in unused}
+
+
 def recipe_key(config: TrainConfig) -> tuple:
-    return tuple((k, v) for k, v in config.to_dict().items() if k not in NOT_RECIPE)
+    return tuple(recipe_fields(config).items())
 
 
 def recipe_summary(config: TrainConfig, task: str, default_dataset: str) -> str:
     """The options that differ from `zoo train MODEL`'s defaults, as you would type them."""
     defaults = TrainConfig(model=config.model).resolve(task, default_dataset).to_dict()
-    skip = (*NOT_RECIPE, "model", "dataset")
-    return " ".join(to_flags(config.to_dict(), against=defaults, skip=skip, digits=6)) or "defaults"
+    flags = to_flags(recipe_fields(config), against=defaults, skip=("model", "dataset"), digits=6)
+    return " ".join(flags) or "defaults"
 
 
 @dataclass
