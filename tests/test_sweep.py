@@ -324,12 +324,13 @@ class FakeTrainRun:
 
 
 def value_of(run_trial, trial) -> float:
-    """`run_trial(trial)` for a trial whose run completed. A KeyboardInterrupt out of it fails the
-    test: pytest would stop the whole session on it instead, which is no failure to mutmut."""
+    """`run_trial(trial)` for a trial whose run was not interrupted. A KeyboardInterrupt out of it
+    fails the test: pytest would stop the whole session on it instead, which is no failure to
+    mutmut."""
     try:
         return run_trial(trial)
     except KeyboardInterrupt:
-        pytest.fail("a completed trial was taken for one stopped by Ctrl-C")
+        pytest.fail("a trial that was not interrupted was taken for one stopped by Ctrl-C")
 
 
 class FakeLoop:
@@ -407,7 +408,7 @@ def test_a_trial_that_did_not_complete_is_interrupted_pruned_or_failed(
     run_trial = sweep.objective(spec, console)
     expected = {"interrupted": KeyboardInterrupt, "pruned": optuna.TrialPruned}
     with pytest.raises(expected.get(status, sweep.TrialFailed)) as raised:
-        run_trial(trial)
+        run_trial(trial) if status == "interrupted" else value_of(run_trial, trial)
     assert trial.user_attrs == {"run_dir": "run", "status": status}
     if status == "pruned":
         assert str(raised.value) == "why it pruned"
