@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import COMMITTED_BASELINE
 from matplotlib.text import Annotation, Text
+from matplotlib.transforms import Bbox
 from test_compare import fake_run
 from typer.testing import CliRunner
 
@@ -168,6 +169,39 @@ def test_the_scatters_19_labels_collide_with_nothing_and_stay_inside():
     legend = ax.get_legend().get_window_extent(renderer)
     assert not legend.overlaps(frame), "the key overlaps the axes"
     assert_apart(pixel_boxes(fig, ax.get_xticklabels()), "x tick labels")
+    plots.plt.close(fig)
+
+
+def test_a_row_of_several_seeds_has_its_std_as_an_error_bar_that_no_label_covers(seeded):
+    rows = comparing.compare(seeded).rows["fashion-mnist"]
+    assert [row.n for row in rows] == [2, 1, 3]  # wide-leaky-cnn, baseline-cnn 30 epochs, 15
+    fig = report.plot_scatter(rows)
+    (ax,) = fig.axes
+    (bars,) = ax.containers
+    (lines,) = bars.lines[2]
+    spans = sorted((round(a[1], 6), round(b[1], 6)) for a, b in lines.get_segments())
+    assert spans == [(0.921 - 0.001, 0.921 + 0.001), (0.9305 - 0.000707, 0.9305 + 0.000707)]
+    assert "± std over the seeds (n > 1)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    ends = [ax.transData.transform(segment) for segment in lines.get_segments()]
+    for box in pixel_boxes(fig, ax.texts):
+        for (x, y0), (_, y1) in ends:
+            assert not box.overlaps(Bbox.from_extents(x - 1, y0, x + 1, y1)), "a label on a bar"
+    plots.plt.close(fig)
+
+
+def test_a_label_crowded_off_its_points_right_goes_round_its_error_bar_not_on_it():
+    """A neighbour up and to the right takes the first spots of point 1's label; the next spot,
+    straight above the point, is on its error bar, so the label goes further."""
+    fig, ax = plots.plt.subplots(figsize=(4, 4))
+    ax.set(xlim=(0, 100), ylim=(0, 100))
+    points = 72 / fig.dpi  # points per pixel
+    x, y = ax.transData.transform((50, 50))
+    neighbour = ax.transData.inverted().transform((x + 9 / points, y + 5 / points))
+    xs, ys = [50, neighbour[0]], [50, neighbour[1]]
+    one, _ = plots.place_labels(ax, xs, ys, ["1", "2"], spreads=[40, None])
+    (box,) = pixel_boxes(fig, [one])
+    (_, bottom), (_, top) = ax.transData.transform([(50, 10), (50, 90)])
+    assert not box.overlaps(Bbox.from_extents(x - 1, bottom, x + 1, top)), "a label on a bar"
     plots.plt.close(fig)
 
 

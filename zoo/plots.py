@@ -311,16 +311,23 @@ def text_box(annotation, renderer) -> Bbox:
     return matplotlib.text.Text.get_window_extent(annotation, renderer)
 
 
-def place_labels(ax, xs, ys, labels: list[str], fontsize: float = 8) -> list:
-    """Write each label beside its point at the first of LABEL_SPOTS where it overlaps no point
-    and no label placed before it and stays inside the axes (what adjustText does, greedily),
-    with a leader line when it had to move away. Call it once the axes' layout is final: the
-    search is in pixels."""
+def place_labels(
+    ax, xs, ys, labels: list[str], fontsize: float = 8, spreads: list | None = None
+) -> list:
+    """Write each label beside its point at the first of LABEL_SPOTS where it overlaps no point,
+    no error bar (`spreads`: each point's +- in data units, or None) and no label placed before
+    it and stays inside the axes (what adjustText does, greedily), with a leader line when it had
+    to move away. Call it once the axes' layout is final: the search is in pixels."""
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     radius = 4 * ax.figure.dpi / 72  # a marker of size 40, in pixels
     centres = ax.transData.transform(np.column_stack([xs, ys]))
     taken = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in centres]
+    for x, y, spread in zip(xs, ys, spreads or [None] * len(xs), strict=True):
+        if spread:  # the bar and its caps (capsize 3 points)
+            (x0, y0), (x1, y1) = ax.transData.transform([(x, y - spread), (x, y + spread)])
+            cap = 3 * ax.figure.dpi / 72
+            taken.append(Bbox.from_extents(x0 - cap, y0 - 1, x1 + cap, y1 + 1))
     texts = []
     for x, y, label in zip(xs, ys, labels, strict=True):
         for distance, angle in LABEL_SPOTS:
@@ -362,13 +369,21 @@ def plot_score_vs_speed(
     *,
     xlabel: str,
     ylabel: str,
+    spreads: list[float | None] | None = None,
 ) -> Figure:
     """Score against speed (log scale), one point per entry labelled with its number (as in
     the report's table), the Pareto `front` (the
     indices of the points no other is both faster and better than, by speed) dashed, and a key
-    of the numbers' names beside the axes: numbers stay legible where 19 names would collide."""
+    of the numbers' names beside the axes: numbers stay legible where 19 names would collide.
+    An entry with a `spreads` value (the std over its seeds) gets a +- that long error bar."""
     fig, ax = plt.subplots(figsize=(8, 4.6))
     ax.scatter(speeds, scores, s=40, color="C0", zorder=3)
+    spreads = spreads or [None] * len(scores)
+    bars = [i for i, spread in enumerate(spreads) if spread]
+    if bars:
+        ax.errorbar([speeds[i] for i in bars], [scores[i] for i in bars],
+                    yerr=[spreads[i] for i in bars], fmt="none", ecolor="C0", elinewidth=1,
+                    capsize=3, zorder=3)  # fmt: skip
     ax.plot([speeds[i] for i in front], [scores[i] for i in front], "--", color="C3", zorder=2)
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.12)
@@ -378,12 +393,16 @@ def plot_score_vs_speed(
     ax.set(xlabel=f"{xlabel}, log scale", ylabel=ylabel, title=f"{ylabel} vs speed")
     ax.grid(alpha=0.3, which="both")
     handles = [matplotlib.lines.Line2D([], [], ls="--", color="C3")]
+    keys = ["Pareto front"]
+    if bars:
+        handles.append(matplotlib.lines.Line2D([], [], ls="none", marker="|", color="C0"))
+        keys.append("± std over the seeds (n > 1)")
     handles += [matplotlib.lines.Line2D([], [], ls="none") for _ in names]
-    keys = ["Pareto front"] + [entry_key(n, name) for n, name in zip(numbers, names, strict=True)]
+    keys += [entry_key(n, name) for n, name in zip(numbers, names, strict=True)]
     ax.legend(handles, keys, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7,
               handlelength=1.5, frameon=False)  # fmt: skip
     fig.tight_layout()
-    place_labels(ax, speeds, scores, [str(number) for number in numbers])
+    place_labels(ax, speeds, scores, [str(number) for number in numbers], spreads=spreads)
     return fig
 
 

@@ -77,9 +77,10 @@ def entry_name(row: comparing.Row) -> str:
 
 def plot_scatter(rows: list[comparing.Row]) -> Figure | None:
     """Headline test score against throughput, the points numbered as the rows are: bench
-    inference images/s when every row was benched, else the runs' training images/s."""
+    inference images/s when every row was benched, else the runs' training images/s; a row of
+    several seeds has their std as an error bar."""
     benched = all((row.bench.get("infer") or {}).get("images_per_second") for row in rows)
-    numbers, speeds, scores = [], [], []
+    numbers, speeds, scores, spreads = [], [], [], []
     for number, row in enumerate(rows, 1):
         score = row.mean("test", row.headline)
         speed = row.bench["infer"]["images_per_second"] if benched else row.train_images_per_second
@@ -87,13 +88,14 @@ def plot_scatter(rows: list[comparing.Row]) -> Figure | None:
             numbers.append(number)
             speeds.append(speed)
             scores.append(score)
+            spreads.append(row.std("test", row.headline))
     if not numbers:
         return None
     return plots.plot_score_vs_speed(
         numbers, [entry_name(rows[n - 1]) for n in numbers], speeds, scores,
         pareto_front(list(zip(speeds, scores, strict=True))),
         xlabel="inference images/s (zoo bench)" if benched else "training images/s (runs' median)",
-        ylabel=f"test {METRIC_LABELS[rows[0].headline]}",
+        ylabel=f"test {METRIC_LABELS[rows[0].headline]}", spreads=spreads,
     )  # fmt: skip
 
 
