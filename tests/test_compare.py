@@ -380,6 +380,25 @@ def test_per_class_is_the_mean_over_the_runs_that_have_the_class():
     assert row.per_class("val", "ap") == dict.fromkeys(["cat", "dog", "eel"])
 
 
+def test_a_scores_spread_goes_under_its_mean_so_the_column_stays_narrow():
+    from rich.console import Console
+
+    from zoo.compare import fitted_table
+
+    header = ["model", "n", "test mean AP", "test mIoU", "test pixel accuracy"]
+    body = [["unet-small", "3", "0.6670 ± 0.0508", "0.4547 ± 0.0446", "0.7027 ± 0.0211"],
+            ["unet", "1", "0.7483", "0.5335", "0.7431"]]  # fmt: skip
+    console = Console(width=52, record=True)
+    for part in fitted_table("t", header, body, 52):
+        console.print(part)
+    text = console.export_text()
+    assert "Not shown" not in text, "three columns of 8 fit in 52 with the ± under the mean"
+    assert max(map(len, text.splitlines())) <= 52
+    mean_line, spread_line = (line for line in text.splitlines() if "0.6670" in line or "±" in line)
+    assert "0.4547" in mean_line and "0.7027" in mean_line and "± 0.0446" in spread_line
+    assert mean_line.index("0.6670") + 6 == spread_line.index("± 0.0508") + 8, "right-aligned"
+
+
 def test_a_wrapping_column_keeps_a_figure_and_its_unit_together():
     from rich.console import Console
 

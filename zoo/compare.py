@@ -585,9 +585,9 @@ def fitted_table(
 ) -> list:
     """A rich Table of `header`/`body` no wider than `width`, with no number or name split
     across lines: recipes longer than a key become keys (a, b, ...) explained under the
-    table, only the `wrap` columns wrap (at spaces), and the columns that do not fit are left
-    out and named under the table, with `wider`: how to see them. Returns the table and its
-    notes."""
+    table, only the `wrap` columns wrap (at spaces), a mean's "± std" goes on the line under
+    it, and the columns that do not fit are left out and named under the table, with `wider`:
+    how to see them. Returns the table and its notes."""
     import textwrap
 
     from rich.table import Table
@@ -612,8 +612,14 @@ def fitted_table(
     def wraps(name: str, text: str) -> bool:  # a figure and its unit ("6.2 MB") stay on one line
         return name in wrap and not text[:1].isdigit()
 
+    def spread_below(text: str) -> str:  # "0.6670 ± 0.0508": the ± on a line of its own
+        return text.replace(" ± ", "\n± ")
+
+    def lines(text: str) -> int:
+        return max(map(len, spread_below(text).splitlines()), default=0)
+
     widths = [
-        max([words(name)] + [words(c[i]) if wraps(name, c[i]) else len(c[i]) for c in body])
+        max([words(name)] + [words(c[i]) if wraps(name, c[i]) else lines(c[i]) for c in body])
         for i, name in enumerate(header)
     ]
     order = sorted(
@@ -637,7 +643,7 @@ def fitted_table(
             min_width=widths[i],
         )
     for cells in body:
-        table.add_row(*(cells[i] for i in kept))
+        table.add_row(*(spread_below(cells[i]) for i in kept))
     left_out = [header[i] for i in range(len(header)) if i not in kept]
     if left_out:
         notes.append(f"Not shown at this width: {', '.join(left_out)} ({wider}).")
