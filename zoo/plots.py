@@ -301,6 +301,7 @@ def entry_key(number: int, name: str) -> str:
     return f"{number:>2}  " + "\n     ".join(lines)
 
 
+CAPSIZE = 3  # an error bar's caps, in points (place_labels keeps labels off them)
 LABEL_SPOTS = [(distance, angle) for distance in (5, 12, 20, 30, 42, 56, 72)
                for angle in range(0, 360, 30)]  # fmt: skip  # offsets in points, nearest first
 
@@ -323,10 +324,10 @@ def place_labels(
     radius = 4 * ax.figure.dpi / 72  # a marker of size 40, in pixels
     centres = ax.transData.transform(np.column_stack([xs, ys]))
     taken = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in centres]
+    cap = CAPSIZE * ax.figure.dpi / 72  # an error bar's caps, in pixels
     for x, y, spread in zip(xs, ys, spreads or [None] * len(xs), strict=True):
-        if spread:  # the bar and its caps (capsize 3 points)
+        if spread:
             (x0, y0), (x1, y1) = ax.transData.transform([(x, y - spread), (x, y + spread)])
-            cap = 3 * ax.figure.dpi / 72
             taken.append(Bbox.from_extents(x0 - cap, y0 - 1, x1 + cap, y1 + 1))
     texts = []
     for x, y, label in zip(xs, ys, labels, strict=True):
@@ -383,7 +384,7 @@ def plot_score_vs_speed(
     if bars:
         ax.errorbar([speeds[i] for i in bars], [scores[i] for i in bars],
                     yerr=[spreads[i] for i in bars], fmt="none", ecolor="C0", elinewidth=1,
-                    capsize=3, zorder=3)  # fmt: skip
+                    capsize=CAPSIZE, zorder=3)  # fmt: skip
     ax.plot([speeds[i] for i in front], [scores[i] for i in front], "--", color="C3", zorder=2)
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.12)
